@@ -1,0 +1,225 @@
+r"""Base configuration: every default of mm_jax lives here (the schema).
+
+Experiment files call ``get_config(arg)`` from this module and override fields;
+they never add keys. ``arg`` is a size name from ``SIZES`` (``tiny``, ``base``,
+``paper``), optionally followed by ``,single`` for the single-task expert count.
+
+  python launch/train.py --config=configs/base.py:tiny --workdir=/tmp/mm_tiny
+
+Sizes (SPEC §3.4), one table, no subclasses:
+
+  size   d     heads  expert hidden  experts/MoE layer (joint | single)  k  dtype
+  tiny   128   4      256            8 | 4                               2  float32
+  base   512   8      2048           30 | 15                             2  bfloat16
+  paper  1536  8      1536           120 | 30                            4  bfloat16
+"""
+
+import ml_collections
+
+# name: (d_model, num_heads, expert_hidden, experts_joint, experts_single, k,
+#        compute dtype, vocab size, image size, num classes)
+SIZES = {
+    'tiny': dict(d_model=128, num_heads=4, expert_hidden=256, experts_joint=8,
+                 experts_single=4, k=2, dtype='float32', vocab_size=1024,
+                 image_size=64, num_classes=48),
+    'base': dict(d_model=512, num_heads=8, expert_hidden=2048, experts_joint=30,
+                 experts_single=15, k=2, dtype='bfloat16', vocab_size=8192,
+                 image_size=299, num_classes=1000),
+    'paper': dict(d_model=1536, num_heads=8, expert_hidden=1536,
+                  experts_joint=120, experts_single=30, k=4, dtype='bfloat16',
+                  vocab_size=8192, image_size=299, num_classes=1000),
+}
+
+
+def parse_arg(arg):
+  """'tiny' | 'base,single' | None -> (size, single_task: bool)."""
+  parts = [p for p in (arg or 'tiny').split(',') if p]
+  size, flags = parts[0], set(parts[1:])
+  if size not in SIZES:
+    raise ValueError(f'Unknown size {size!r}; choose one of {sorted(SIZES)}.')
+  unknown = flags - {'single'}
+  if unknown:
+    raise ValueError(f'Unknown config flags {sorted(unknown)}; known: single.')
+  return size, 'single' in flags
+
+
+def model_config(size='tiny', single_task=False):
+  """The model section for a size (SPEC §3)."""
+  s = SIZES[size]
+  m = ml_collections.ConfigDict()
+  m.size = size
+  m.d_model = s['d_model']
+  m.vocab_size = s['vocab_size']
+  m.pad_id = 0
+  # Tying: 'none' (T2T: separate input, target and softmax matrices),
+  # 'target_softmax' (target embedding == softmax), 'all' (all three shared).
+  m.tie_embeddings = 'none'
+  m.num_target_spaces = 16          # rows of the task-token table
+  m.dropout = 0.1
+  m.dtype = s['dtype']              # compute dtype; parameters are float32
+  m.param_dtype = 'float32'
+  m.layer_norm_epsilon = 1e-6
+
+  # Body (SPEC §3.2-3.3). ConvBlock steps as (kernel, dilation) pairs.
+  m.encoder_conv = ((3, 1), (7, 1), (15, 1), (31, 1))    # paper-time T2T
+  m.decoder_conv = ((3, 1), (7, 1), (15, 1), (31, 1))
+  m.num_encoder_blocks_before_moe = 2
+  m.num_encoder_blocks_after_moe = 4
+  m.num_decoder_blocks_before_moe = 2
+  m.num_decoder_blocks_after_moe = 2
+  m.attention_conv = ((5, 1), (5, 4))    # the two causal ConvSteps
+  m.mixer_conv = (3, 1)                  # causal ConvStep of the I/O mixer
+  m.num_heads = s['num_heads']
+  m.attention_projections = True         # False + 1 head == paper-time T2T
+  m.use_attention = True                 # Table 4 ablation switch
+  m.use_moe = True                       # Table 4 ablation switch (dense FFN)
+  m.timing_max_timescale = 1.0e4
+
+  # Sparsely-gated mixture of experts (Shazeer et al. 2017).
+  m.moe = ml_collections.ConfigDict()
+  m.moe.num_experts = s['experts_single'] if single_task else s['experts_joint']
+  m.moe.k = s['k']
+  m.moe.hidden = s['expert_hidden']
+  m.moe.noise_epsilon = 1e-2
+  m.moe.capacity_factor_train = 1.25
+  m.moe.capacity_factor_eval = 2.0
+  m.moe.group_size = 1024            # tokens per routing group (capacity unit)
+  m.moe.dispatch = 'capacity'        # 'capacity' | 'dense' (reference)
+  m.moe.cv_loss_coef = 1e-2          # CV²(importance) + CV²(load)
+  m.moe.switch_loss_coef = 0.0       # optional Switch-Transformer aux loss
+  m.moe.z_loss_coef = 0.0            # optional router z-loss
+
+  # Image modality (Xception entry flow) and categorical output (exit flow).
+  m.image_entry_filters = (32, 64, 128, 256)   # then one ConvRes block to d
+  m.num_classes = s['num_classes']
+  m.class_exit_multipliers = (1.25, 2.0, 2.5)  # exit-flow widths, x d
+
+  # Audio modality.
+  m.audio_mel_bins = 80
+  m.audio_channels = 1                # 3 with delta / delta-delta
+  m.audio_input = 'spectrogram'       # 'spectrogram' | 'waveform'
+  m.audio_time_reduction = 4          # total stride in time (power of two);
+                                      # ConvRes i has 2**(i+1) filters (T2T)
+  return m
+
+
+# The eight paper tasks (SPEC §2) and the extra FR->EN, with T2T's weights.
+PAPER_TASKS = ('speech_en', 'parse_en', 'imagenet', 'caption_en',
+               'translate_en_de', 'translate_de_en', 'translate_en_fr',
+               'translate_de_fr')
+EXTRA_TASKS = ('translate_fr_en',)          # in the registry, off by default
+ALL_TASKS = PAPER_TASKS + EXTRA_TASKS
+# Loss weight per task (T2T: ImageNet 0.7, speech 2.0; the rest 1).
+TASK_LOSS_WEIGHTS = {t: {'imagenet': 0.7, 'speech_en': 2.0}.get(t, 1.0)
+                     for t in ALL_TASKS}
+
+
+def data_config(size='tiny'):
+  """The data section: which tasks, from where, mixed how, in what shapes."""
+  s = SIZES[size]
+  d = ml_collections.ConfigDict()
+  d.suite = 'tiny' if size == 'tiny' else 'real'   # 'tiny' | 'real'
+  d.data_dir = ''          # '' -> $MM_JAX_DATA_DIR or ~/mm_jax_data (tiny),
+                           #       $TFDS_DATA_DIR or ~/tensorflow_datasets (real)
+  d.wsj_dir = ''           # user-supplied WSJ audio + transcripts
+  d.ptb_dir = ''           # user-supplied Penn Treebank trees
+  # Mixture: task name -> sampling weight (0 disables the task).
+  d.mixture = ml_collections.ConfigDict(
+      {t: float(t in PAPER_TASKS) for t in ALL_TASKS})
+  d.mixing = 'fixed'       # 'fixed' | 'proportional' | 'temperature' | 'adaptive'
+  d.mixing_temperature = 2.0   # p ~ size ** (1 / temperature)
+  d.adaptive_decay = 0.99      # moving average of per-task loss (T2T rule)
+  d.batch_size = 32 if size == 'tiny' else 256    # global, examples per step
+  d.max_input_length = 64 if size == 'tiny' else 256     # text tokens
+  d.max_target_length = 64 if size == 'tiny' else 256
+  d.length_buckets = (16, 32, 64) if size == 'tiny' else (32, 64, 128, 256)
+  d.image_size = s['image_size']
+  d.audio_max_frames = 800 if size == 'tiny' else 2048    # tiny: <8 s
+  d.audio_frame_buckets = ((128, 256, 512, 800) if size == 'tiny'
+                           else (512, 1024, 2048))
+  d.audio_deltas = False
+  d.vocab_size = s['vocab_size']
+  d.vocab_path = ''        # '' -> <data_dir>/vocab/spm_<size>.model
+  d.shuffle_seed = 0
+  d.prefetch = 2
+  d.worker_count = 0       # grain worker processes (0 = in-process)
+  # Tiny-suite sizes (examples per task); prepared on first use.
+  d.tiny = ml_collections.ConfigDict()
+  d.tiny.seed = 1234
+  d.tiny.num_train = 4000
+  d.tiny.num_eval = 200
+  d.tiny.num_speech_train = 1500
+  return d
+
+
+def train_config(size='tiny'):
+  """Optimisation, schedule, loop cadence and evaluation (SPEC §4-§5)."""
+  tiny = size == 'tiny'
+  t = ml_collections.ConfigDict()
+  t.num_train_steps = 3000 if tiny else 500_000
+  # 'noam': lr = learning_rate * d**-0.5 * min(step * warmup**-1.5, step**-0.5)
+  # 'exp_warmup' (paper-time T2T): exponential rise over warmup_steps from
+  #   learning_rate / 100 to learning_rate, then rsqrt decay.
+  t.schedule = 'noam'
+  t.learning_rate = 2.0 if tiny else 0.2     # noam scale (x d**-0.5)
+  t.warmup_steps = 400 if tiny else 4000
+  t.adam_b1 = 0.85
+  t.adam_b2 = 0.997
+  t.adam_eps = 1e-6
+  t.grad_clip_norm = 2.0
+  t.weight_decay = 0.0
+  t.label_smoothing = 0.1
+  t.log_every = 50 if tiny else 100
+  t.eval_every = 1000 if tiny else 10_000
+  t.checkpoint_every = 500 if tiny else 5000
+  t.keep_checkpoints = 3
+  t.init_from = ''            # checkpoint dir for fine-tuning (see README)
+  t.remat = not tiny          # rematerialise body blocks to save memory
+  return t
+
+
+def eval_config(size='tiny'):
+  e = ml_collections.ConfigDict()
+  e.splits = ('validation',)
+  e.max_batches = 4 if size == 'tiny' else 0     # 0 = the whole split
+  e.batch_size = 32 if size == 'tiny' else 64
+  e.beam_size = 4
+  e.length_penalty = 0.6
+  e.max_decode_length = 64 if size == 'tiny' else 256
+  e.num_samples = 4           # sample decodes written per task
+  return e
+
+
+def mesh_config():
+  """Device mesh and the logical-axis -> mesh-axis rules (SPEC §4)."""
+  m = ml_collections.ConfigDict()
+  m.shape = ml_collections.ConfigDict({'data': -1, 'expert': 1, 'model': 1})
+  # 'dp' | 'dp+ep' | 'fsdp+ep' (see mm_jax/sharding.py), or 'custom' with
+  # the rules below, as (logical name, mesh axes) pairs.
+  m.preset = 'dp'
+  m.rules = ()
+  return m
+
+
+def distributed_config():
+  d = ml_collections.ConfigDict()
+  d.initialize = False        # call jax.distributed.initialize() at start
+  d.coordinator_address = ''  # '' -> auto (TPU VMs, SLURM, ...)
+  d.num_processes = 0         # 0 -> auto
+  d.process_id = -1           # -1 -> auto
+  return d
+
+
+def get_config(arg=None):
+  """Base config; ``arg`` selects the size (see module docstring)."""
+  size, single = parse_arg(arg)
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.model = model_config(size, single)
+  config.data = data_config(size)
+  config.task_loss_weights = ml_collections.ConfigDict(TASK_LOSS_WEIGHTS)
+  config.train = train_config(size)
+  config.eval = eval_config(size)
+  config.mesh = mesh_config()
+  config.distributed = distributed_config()
+  return config.lock()

@@ -1,0 +1,1 @@
+"""Data: task registry, the built-in tiny suite, real sources and pipeline."""

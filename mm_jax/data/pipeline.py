@@ -1,0 +1,313 @@
+"""The input pipeline: mixed, resumable, multi-host training batches and
+finite evaluation passes.
+
+  it = make_train_iterator(config.data, vocab,
+                           process_index=jax.process_index(),
+                           process_count=jax.process_count())
+  task, batch = next(it)          # one task per step; batch: see batching.py
+  it.update_losses({task: loss})  # feeds mixing='adaptive'
+  state = it.get_state()          # JSON; it.set_state(state) resumes exactly
+
+Per task, ``streams.TaskStream`` reads this process's shard through grain and
+pads each batch to a length bucket; a background thread per task prefetches
+``config.data.prefetch`` batches. The mixer (``mixture.Mixture``) picks the
+task in the consumer thread, at hand-out time, so adaptive losses fed between
+steps take effect on the next draw however deep the prefetch. The state is
+the mixer state plus, per task, the stream state captured *with* the last
+batch handed out (prefetched batches are dropped on restore and re-made).
+
+Multi-host: every process draws the same task each step (same seed, same
+global losses); each reads a disjoint shard with batch_size / process_count
+examples. Bucketed shapes must also agree across processes, so for
+process_count > 1 each hand-out takes the element-wise maximum of the padded
+lengths over processes (``pad_sync``, default ``process_max``: one tiny
+all-gather per step) and pads up to it. Each process saves its own state.
+"""
+
+import logging
+from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence
+
+from jax.experimental import multihost_utils
+import numpy as np
+
+from mm_jax.data import batching
+from mm_jax.data import mixture as mixture_lib
+from mm_jax.data import preprocess
+from mm_jax.data import registry
+from mm_jax.data import streams
+from mm_jax.data.prefetch import Prefetcher
+
+STATE_VERSION = 1
+PadSync = Callable[[np.ndarray], np.ndarray]
+
+
+def process_max(lengths: np.ndarray) -> np.ndarray:
+  """lengths: int [2] -> element-wise maximum over all JAX processes."""
+  gathered = multihost_utils.process_allgather(np.asarray(lengths))
+  return np.asarray(gathered).reshape(-1, len(lengths)).max(axis=0)
+
+
+def local_batch_size(global_batch: int, process_count: int) -> int:
+  """Examples per process per step."""
+  if global_batch % process_count:
+    raise ValueError(f'config.data.batch_size {global_batch} is not divisible '
+                     f'by the {process_count} processes; pick a multiple.')
+  return global_batch // process_count
+
+
+def _check_process(process_index: int, process_count: int) -> None:
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index {process_index} is not in '
+                     f'[0, {process_count}).')
+
+
+def _name(entry) -> str:
+  return entry if isinstance(entry, str) else entry.name
+
+
+def resolve_tasks(data_cfg, tasks=None):
+  """Task objects and weights of the enabled tasks.
+
+  ``tasks``: names (looked up in ``registry``) or Task-like objects; default:
+  the names in ``config.data.mixture``. Tasks with weight 0 are dropped. The
+  result is sorted by name, so the draws do not depend on the listing order.
+  """
+  entries = list(data_cfg.mixture.keys()) if tasks is None else list(tasks)
+  by_name = {_name(e): e for e in entries}
+  weights = {}
+  for name in sorted(by_name):
+    if name not in data_cfg.mixture:
+      raise ValueError(f'Task {name!r} has no weight in config.data.mixture; '
+                       f'set config.data.mixture.{name} (0 disables it).')
+    weights[name] = float(data_cfg.mixture[name])
+  enabled = mixture_lib.enabled_tasks(weights)
+  disabled = sorted(set(weights) - set(enabled))
+  if disabled:
+    logging.info('Tasks disabled by weight 0: %s', ', '.join(disabled))
+  if not enabled:
+    raise ValueError('Every selected task has weight 0 in config.data.mixture.')
+  objs = [registry.get(n) if isinstance(by_name[n], str) else by_name[n]
+          for n in enabled]
+  return objs, {n: weights[n] for n in enabled}
+
+
+def task_source(task, split: str, data_cfg, sources=None):
+  """The random-access source of ``task``/``split`` (``sources`` overrides)."""
+  if sources is not None and task.name in sources:
+    return sources[task.name]
+  return task.source(data_cfg.suite, split, data_cfg)
+
+
+def batch_spec(task, data_cfg) -> batching.BatchSpec:
+  return batching.BatchSpec.for_task(task, data_cfg, registry.TARGET_SPACES)
+
+
+class TrainIterator:
+  """Endless ``(task_name, batch)`` pairs; checkpointable.
+
+  ``batch``: dict of numpy arrays for one task (see ``batching``).
+  """
+
+  def __init__(self, task_streams: Mapping[str, streams.TaskStream],
+               mixture: mixture_lib.Mixture, *, prefetch: int,
+               pad_sync: Optional[PadSync], process: Sequence[int]):
+    self._streams = dict(task_streams)
+    self._mixture = mixture
+    self._prefetch = int(prefetch)
+    self._pad_sync = pad_sync
+    self._process = list(process)
+    self._producers: Dict[str, Prefetcher] = {}
+    self._handed = {t: s.get_state() for t, s in self._streams.items()}
+
+  def __iter__(self) -> Iterator:
+    return self
+
+  def __next__(self):
+    task = self._mixture.choose()
+    batch, state = self._take(task)
+    if self._pad_sync is not None:
+      spec = self._streams[task].spec
+      lengths = self._pad_sync(batching.variable_lengths(batch, spec))
+      batch = batching.pad_to(batch, spec, lengths)
+    self._handed[task] = state
+    self._mixture.advance()
+    return task, batch
+
+  def _take(self, task: str):
+    stream = self._streams[task]
+    if self._prefetch <= 0:
+      return stream.next_batch(), stream.get_state()
+    if task not in self._producers:
+      self._producers[task] = Prefetcher(
+          lambda s=stream: (s.next_batch(), s.get_state()),
+          self._prefetch, name=task)
+    return self._producers[task].get()
+
+  @property
+  def tasks(self):
+    return self._mixture.tasks
+
+  def probabilities(self) -> Dict[str, float]:
+    """Current task draw probabilities."""
+    return self._mixture.probabilities()
+
+  def update_losses(self, losses: Mapping[str, float]) -> None:
+    """Per-task (global, identical on every process) losses for 'adaptive'."""
+    self._mixture.update_losses(losses)
+
+  def counters(self) -> Dict[str, Dict[str, int]]:
+    """Per task: examples handed out and records skipped, by reason."""
+    return {t: dict(s['counters']) for t, s in self._handed.items()}
+
+  def get_state(self) -> dict:
+    """JSON-serialisable state of the batches handed out so far."""
+    return {'version': STATE_VERSION, 'process': list(self._process),
+            'mixture': self._mixture.get_state(),
+            'tasks': {t: dict(s) for t, s in self._handed.items()}}
+
+  def set_state(self, state: Mapping) -> None:
+    """Restores ``get_state()``: the next batch is the one that followed."""
+    if state.get('version') != STATE_VERSION:
+      raise ValueError(f'Data state version {state.get("version")} is not '
+                       f'{STATE_VERSION}.')
+    if list(state['process']) != self._process:
+      raise ValueError(f'Data state was saved by process {state["process"]} '
+                       f'(index, count); this is {self._process}. Restore '
+                       'each process from its own state, same process count.')
+    if sorted(state['tasks']) != sorted(self._streams):
+      raise ValueError(f'Data state has tasks {sorted(state["tasks"])}, the '
+                       f'pipeline has {sorted(self._streams)}.')
+    self._stop_producers()
+    self._mixture.set_state(state['mixture'])
+    for task, stream in self._streams.items():
+      stream.set_state(state['tasks'][task])
+      self._handed[task] = stream.get_state()
+
+  def _stop_producers(self) -> None:
+    for producer in self._producers.values():
+      producer.close()
+    self._producers = {}
+
+  def close(self) -> None:
+    """Stops prefetch threads and grain readers."""
+    self._stop_producers()
+    for stream in self._streams.values():
+      stream.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
+def make_train_iterator(data_cfg, vocab, *, tasks=None, process_index=0,
+                        process_count=1, sources=None,
+                        pad_sync: Optional[PadSync] = None) -> TrainIterator:
+  """The mixed training iterator of this process.
+
+  Args:
+    data_cfg: ``config.data``.
+    vocab: the shared subword vocabulary (``encode``/``decode``).
+    tasks: task names or Task objects; default every task in
+      ``data_cfg.mixture``. Weight 0 disables a task.
+    process_index: this process (``jax.process_index()``).
+    process_count: all processes (``jax.process_count()``).
+    sources: optional ``{task name: random-access source}`` replacing the
+      registry's training split.
+    pad_sync: reduces padded lengths over processes; default ``process_max``
+      when process_count > 1, none otherwise.
+
+  Returns:
+    A ``TrainIterator`` yielding ``(task_name, batch)``.
+  """
+  _check_process(process_index, process_count)
+  batch = local_batch_size(int(data_cfg.batch_size), process_count)
+  task_objs, weights = resolve_tasks(data_cfg, tasks)
+  srcs = {t.name: task_source(t, 'train', data_cfg, sources)
+          for t in task_objs}
+  sizes = {n: len(s) for n, s in srcs.items()}
+  mixture = mixture_lib.Mixture(
+      weights, data_cfg.mixing, sizes=sizes,
+      temperature=float(data_cfg.mixing_temperature),
+      decay=float(data_cfg.adaptive_decay), seed=int(data_cfg.shuffle_seed))
+  task_streams = {}
+  for t in task_objs:
+    pre = preprocess.Preprocessor(t, data_cfg, vocab, train=True)
+    ds = streams.train_dataset(
+        srcs[t.name], pre, name=t.name, seed=int(data_cfg.shuffle_seed),
+        process_index=process_index, process_count=process_count)
+    task_streams[t.name] = streams.TaskStream(
+        t.name, ds, batch_spec(t, data_cfg), batch,
+        worker_count=int(data_cfg.worker_count))
+  for name, p in mixture.probabilities().items():
+    logging.info('Task %s: p=%.4f, %d train records.', name, p, sizes[name])
+  if pad_sync is None and process_count > 1:
+    pad_sync = process_max
+  return TrainIterator(task_streams, mixture,
+                       prefetch=int(data_cfg.prefetch), pad_sync=pad_sync,
+                       process=(process_index, process_count))
+
+
+class EvalIterator:
+  """Re-iterable, deterministic, finite pass over one task's split.
+
+  Each iteration yields ``num_batches`` batches [B, ...] with
+  ``example_mask`` [B] (False on padding slots) and, for text outputs,
+  host-side ``references``.
+  """
+
+  def __init__(self, name, source, preprocessor, spec, *, batch_size,
+               process_index, process_count, pad_sync):
+    self.name = name
+    self.spec = spec
+    self.batch_size = batch_size
+    self._source = source
+    self._preprocessor = preprocessor
+    self._process = (process_index, process_count)
+    self._pad_sync = pad_sync
+    self._counters = streams.Counters(name)
+    self.num_batches = streams.eval_num_batches(len(source), batch_size,
+                                                process_count)
+
+  def __iter__(self):
+    self._counters = streams.Counters(self.name)
+    passes = streams.eval_pass(
+        self.name, self._source, self._preprocessor, self.spec,
+        batch_size=self.batch_size, process_index=self._process[0],
+        process_count=self._process[1], counters=self._counters)
+    for batch in passes:
+      if self._pad_sync is not None:
+        lengths = self._pad_sync(batching.variable_lengths(batch, self.spec))
+        batch = batching.pad_to(batch, self.spec, lengths)
+      yield batch
+
+  def counters(self) -> Dict[str, int]:
+    """Counts of the latest (or running) pass."""
+    return dict(self._counters.values)
+
+
+def make_eval_iterator(data_cfg, vocab, task, split: str, *, process_index=0,
+                       process_count=1, source=None, batch_size=None,
+                       pad_sync: Optional[PadSync] = None) -> EvalIterator:
+  """Evaluation pass over ``split`` of ``task`` (a name or Task object).
+
+  ``batch_size`` defaults to this process's share of ``data_cfg.batch_size``;
+  ``source`` overrides the registry's split.
+  """
+  _check_process(process_index, process_count)
+  task = registry.get(task) if isinstance(task, str) else task
+  if batch_size is None:
+    batch_size = local_batch_size(int(data_cfg.batch_size), process_count)
+  src = source if source is not None else task_source(task, split, data_cfg)
+  pre = preprocess.Preprocessor(task, data_cfg, vocab, train=False)
+  if pad_sync is None and process_count > 1:
+    pad_sync = process_max
+  return EvalIterator(task.name, src, pre, batch_spec(task, data_cfg),
+                      batch_size=int(batch_size), process_index=process_index,
+                      process_count=process_count, pad_sync=pad_sync)
+
+
+def eval_batches(data_cfg, vocab, task, split: str, **kwargs):
+  """One evaluation pass as a generator (see ``make_eval_iterator``)."""
+  return iter(make_eval_iterator(data_cfg, vocab, task, split, **kwargs))

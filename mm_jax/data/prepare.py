@@ -1,0 +1,136 @@
+r"""Prepares the data of a run: the tiny suite's datasets and the vocabulary.
+
+  python -m mm_jax.data.prepare --suite=tiny [--data_dir=DIR]
+  python -m mm_jax.data.prepare --config=configs/base.py:base  # real suite
+
+The tiny suite is generated into ``DIR`` (default: config.data.data_dir,
+$MM_JAX_DATA_DIR or ~/mm_jax_data); the real suite is only checked (every
+enabled task's TFDS data must be prepared, see ``sources.missing_message``).
+Then the shared SentencePiece vocabulary of the enabled tasks is trained.
+Idempotent: complete datasets and an existing vocabulary are kept; a partial
+dataset is rebuilt. Prints the time of each step.
+
+``ensure_prepared(config.data)`` does the same from Python; the training
+code calls it on first use and gets the ``Vocabulary``.
+"""
+
+import argparse
+import importlib.util
+import logging
+import os
+import time
+from typing import Callable, Optional
+
+from mm_jax.data import registry
+from mm_jax.data import vocab as vocab_lib
+from mm_jax.data.tiny import builders
+
+# Tiny dataset behind each built-in task.
+TINY_DATASETS = {'speech_en': 'tiny_speech', 'imagenet': 'tiny_images',
+                 'caption_en': 'tiny_captions', 'parse_en': 'tiny_translation'}
+
+
+def enabled_tasks(data_cfg) -> list[registry.Task]:
+  """Tasks with a positive weight in ``config.data.mixture``."""
+  return [registry.get(name) for name, weight in data_cfg.mixture.items()
+          if weight > 0]
+
+
+def tiny_datasets(tasks) -> list[str]:
+  """The tiny datasets ``tasks`` read, in ``builders.DATASETS`` order."""
+  needed = {TINY_DATASETS.get(t.name, 'tiny_translation' if t.name.startswith(
+      'translate_') else None) for t in tasks}
+  return [d for d in builders.DATASETS if d in needed]
+
+
+def check_real(data_cfg, tasks) -> None:
+  """Raises one MissingDatasetError listing every unprepared dataset."""
+  from mm_jax.data import sources  # pylint: disable=g-import-not-at-top
+  problems = []
+  for task in tasks:
+    for split in sources.SPLITS:
+      try:
+        task.source('real', split, data_cfg)
+      except sources.MissingDatasetError as e:
+        problems.append(f'[{task.name}] {e}')
+        break
+  if problems:
+    raise sources.MissingDatasetError('\n\n'.join(problems))
+
+
+def ensure_prepared(data_cfg, report: Optional[Callable[[str], None]] = None
+                    ) -> vocab_lib.Vocabulary:
+  """Prepares the enabled tasks' data and returns the vocabulary.
+
+  ``report`` receives one line per step with its time (default: logging).
+  """
+  report = report or logging.info
+  tasks = enabled_tasks(data_cfg)
+  if not tasks:
+    raise ValueError('config.data.mixture gives no task a positive weight.')
+  total = time.perf_counter()
+  if data_cfg.suite == 'tiny':
+    where = builders.tiny_data_dir(data_cfg)
+    for dataset in tiny_datasets(tasks):
+      spent = builders.prepare(dataset, data_cfg)
+      config = builders.tiny_config(dataset, data_cfg)
+      state = f'built in {spent:.1f} s' if spent else 'complete, kept'
+      report(f'{dataset}/{config.name}: {state} ({where})')
+  elif data_cfg.suite == 'real':
+    start = time.perf_counter()
+    check_real(data_cfg, tasks)
+    report(f'real datasets present ({time.perf_counter() - start:.1f} s)')
+  else:
+    raise ValueError(f"config.data.suite must be 'tiny' or 'real', got "
+                     f'{data_cfg.suite!r}.')
+  start = time.perf_counter()
+  text_tasks = [t for t in tasks if t.text_fields]
+  rec = vocab_lib.recipe(data_cfg, [t.name for t in text_tasks],
+                         vocab_lib.MAX_EXAMPLES_PER_TASK)
+  existed = os.path.exists(vocab_lib.vocab_path(data_cfg, rec))
+  vocab = vocab_lib.build_or_load(data_cfg, text_tasks)
+  spent = time.perf_counter() - start
+  state = 'kept' if existed else f'trained in {spent:.1f} s'
+  report(f'vocabulary {vocab.path}: {vocab.size} pieces, {state}')
+  report(f'total {time.perf_counter() - total:.1f} s')
+  return vocab
+
+
+def load_config(spec: str):
+  """'path/to/config.py[:arg]' -> ``get_config(arg)``."""
+  path, _, arg = spec.partition(':')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'Config file {path} not found; pass '
+                            '--config=configs/base.py:tiny from the repo root.')
+  spec_ = importlib.util.spec_from_file_location('_mm_jax_config', path)
+  module = importlib.util.module_from_spec(spec_)
+  spec_.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--suite', choices=('tiny', 'real'), default=None,
+                      help='tiny (default) or real; picks configs/base.py '
+                      'size tiny or base when --config is not given.')
+  parser.add_argument('--config', default=None,
+                      help='config file[:arg], e.g. configs/joint8.py:tiny')
+  parser.add_argument('--data_dir', default=None,
+                      help='overrides config.data.data_dir')
+  args = parser.parse_args(argv)
+  if args.config is None:
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))
+    size = 'base' if args.suite == 'real' else 'tiny'
+    args.config = os.path.join(repo, 'configs', 'base.py') + ':' + size
+  config = load_config(args.config)
+  if args.suite and config.data.suite != args.suite:
+    raise SystemExit(f'--suite={args.suite} but {args.config} uses suite '
+                     f'{config.data.suite!r}.')
+  if args.data_dir is not None:
+    config.data.data_dir = args.data_dir
+  ensure_prepared(config.data, report=print)
+
+
+if __name__ == '__main__':
+  main()

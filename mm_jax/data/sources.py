@@ -1,0 +1,473 @@
+"""Random-access example sources: TFDS data sources, user files and lists.
+
+A *source* is any object with ``__len__`` and ``__getitem__(i) -> dict``
+holding one raw example in the keys of ``mm_jax.data.registry`` (``inputs``,
+``targets``, optional ``references`` / ``sample_rate``). This module adapts
+the underlying data to those keys:
+
+* ``open_tfds`` opens a prepared TFDS dataset with ``tfds.data_source`` (the
+  ArrayRecord reader), never downloading. A missing dataset or one prepared
+  only as TFRecord raises ``MissingDatasetError`` saying what to run.
+* ``MappedSource`` maps a base source's records to raw examples and turns a
+  read/decode failure of the base into ``CorruptExample``.
+* ``CaptionSource`` gives one example per caption (training) or per image
+  with all references (evaluation).
+* ``ptb_source`` reads user-supplied Penn Treebank files; WSJ audio comes
+  from ``mm_jax.data.wsj.WsjSource``.
+* ``from_examples`` / ``from_tfds`` build a task's source loader
+  ``fn(split, data_cfg) -> source`` for user-registered tasks.
+
+Every mapping function is a module-level function (or a ``functools.partial``
+of one), so sources pickle into grain worker processes.
+"""
+
+import functools
+import logging
+import operator
+import os
+import re
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
+
+from etils import epath
+import numpy as np
+
+SPLITS = ('train', 'validation', 'test')
+SAMPLE_RATE = 16000
+
+
+class CorruptExample(Exception):
+  """An example could not be read or decoded; the pipeline skips and counts."""
+
+
+class MissingDatasetError(FileNotFoundError):
+  """A dataset the task needs is not prepared in the data directory."""
+
+
+def real_data_dir(data_cfg) -> str:
+  """``data_cfg.data_dir``, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
+  return os.path.expanduser(data_cfg.data_dir or os.environ.get(
+      'TFDS_DATA_DIR', '~/tensorflow_datasets'))
+
+
+def as_str(value) -> str:
+  """TFDS Text features decode to bytes from ArrayRecord, str from mocks."""
+  if isinstance(value, np.ndarray) and value.ndim == 0:
+    value = value.item()
+  return value.decode('utf-8') if isinstance(value, bytes) else str(value)
+
+
+def _index(i, n: int, name: str) -> int:
+  i = operator.index(i)
+  if i < 0:
+    i += n
+  if not 0 <= i < n:
+    raise IndexError(f'{name}: index {i} out of range for {n} examples.')
+  return i
+
+
+class ExampleSource:
+  """An in-memory list of raw example dicts (user data, tests)."""
+
+  def __init__(self, examples: Iterable[dict], name: str = 'examples'):
+    self.examples = list(examples)
+    self.name = name
+    for k, ex in enumerate(self.examples[:1]):
+      if not isinstance(ex, Mapping) or 'targets' not in ex:
+        raise ValueError(f'{name}[{k}] is {type(ex).__name__} without a '
+                         "'targets' key; raw examples are dicts with "
+                         "'inputs' and 'targets' (see mm_jax.data.registry).")
+
+  def __len__(self) -> int:
+    return len(self.examples)
+
+  def __getitem__(self, i) -> dict:
+    return self.examples[_index(i, len(self.examples), self.name)]
+
+  def __repr__(self):
+    return f'ExampleSource({self.name!r}, {len(self)} examples)'
+
+
+class MappedSource:
+  """``base[i]`` mapped by ``fn`` to a raw example.
+
+  Any exception from reading ``base[i]`` (undecodable JPEG, truncated record)
+  becomes ``CorruptExample``; an exception raised by ``fn`` itself is a bug
+  and propagates unchanged, unless ``fn`` raises ``CorruptExample``.
+  """
+
+  def __init__(self, base: Sequence[Any], fn: Callable[[Any], dict],
+               name: str):
+    self.base, self.fn, self.name = base, fn, name
+    self._len = len(base)
+
+  def __len__(self) -> int:
+    return self._len
+
+  def __getitem__(self, i) -> dict:
+    i = _index(i, self._len, self.name)
+    try:
+      record = self.base[i]
+    except Exception as e:  # pylint: disable=broad-except
+      raise CorruptExample(f'{self.name}[{i}]: cannot read or decode the '
+                           f'record ({type(e).__name__}: {e})') from e
+    return self.fn(record)
+
+  def __repr__(self):
+    return f'MappedSource({self.name!r}, {self._len} examples)'
+
+
+# ------------------------------------------------------- raw-example maps --
+
+def _rgb(image) -> np.ndarray:
+  image = np.asarray(image)
+  if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+    raise CorruptExample(f'image of shape {image.shape} / {image.dtype} is '
+                         'not uint8 [Y, X, 3].')
+  return image
+
+
+def image_class(record, image_key='image', label_key='label') -> dict:
+  """{'image': uint8 [Y, X, 3], 'label'} -> {'inputs', 'targets': int}."""
+  return {'inputs': _rgb(record[image_key]), 'targets': int(record[label_key])}
+
+
+def translation(record, source: str, target: str) -> dict:
+  """{'en': ..., 'de': ...} -> {'inputs': record[source], 'targets': ...}."""
+  return {'inputs': as_str(record[source]), 'targets': as_str(record[target])}
+
+
+_PUNCT = re.compile(r"[^\w\s'-]|(?<!\w)['-]|['-](?!\w)")
+
+
+def spoken_words(text: str) -> str:
+  """'The cat, I think, sleeps.' -> 'the cat i think sleeps' (apostrophes
+  and inner hyphens kept): what a listener can transcribe."""
+  return ' '.join(_PUNCT.sub(' ', text.lower()).split())
+
+
+def speech(record, audio_key='audio', text_key='text',
+           lowercase=False, words_only=False) -> dict:
+  """{'audio': int16/float32 [n], 'text'} -> {'inputs', 'sample_rate',
+  'targets'}. ``lowercase``: LibriSpeech's upper-case transcripts;
+  ``words_only``: also drop punctuation (``spoken_words``)."""
+  text = as_str(record[text_key])
+  audio = np.asarray(record[audio_key])
+  if audio.ndim != 1 or audio.size == 0:
+    raise CorruptExample(f'audio of shape {audio.shape} is not a non-empty '
+                         'mono waveform [n].')
+  rate = int(record.get('sample_rate', SAMPLE_RATE))
+  if words_only:
+    text = spoken_words(text)
+  elif lowercase:
+    text = text.lower()
+  return {'inputs': audio, 'sample_rate': rate, 'targets': text}
+
+
+def parse_tree(record, tree_key='tree') -> dict:
+  """{'tree': PTB bracketed str} -> {'inputs': words, 'targets': linearised}."""
+  from mm_jax.data import trees  # pylint: disable=g-import-not-at-top
+  tree = trees.parse_bracketed(as_str(record[tree_key]))
+  return {'inputs': ' '.join(trees.words(tree)),
+          'targets': trees.linearize(tree)}
+
+
+# ------------------------------------------------------------------ TFDS --
+
+def missing_message(name: str, data_dir: str, path: str) -> str:
+  """What to run to prepare TFDS dataset ``name`` under ``data_dir``."""
+  base = name.split('/')[0].split(':')[0]
+  lines = [f'Dataset {name!r} is not prepared: searched {path} (data_dir '
+           f'{data_dir}; set config.data.data_dir or $TFDS_DATA_DIR). Nothing '
+           'is downloaded at run time. Prepare it once as ArrayRecord:',
+           f'  tfds build {name} --data_dir={data_dir} '
+           '--file_format=array_record']
+  if base == 'imagenet2012':
+    lines.append('imagenet2012 needs the manual downloads ILSVRC2012_img_'
+                 'train.tar and ILSVRC2012_img_val.tar (from image-net.org) '
+                 f'in {data_dir}/downloads/manual first.')
+  return '\n'.join(lines)
+
+
+def convert_message(name: str, path: str) -> str:
+  return (f'Dataset {name!r} at {path} is prepared as TFRecord only, but '
+          'the input pipeline reads random-access ArrayRecord files. Convert '
+          'it in place (keeps the TFRecord files):\n'
+          f'  tfds convert_format --dataset_version_dir={path} '
+          '--out_file_format=array_record\n'
+          'or rebuild it with `tfds build ... --file_format=array_record`.')
+
+
+def open_tfds(name: str, split: str, data_dir: str):
+  """``tfds`` data source of a prepared dataset; never downloads.
+
+  Raises ``MissingDatasetError`` naming the dataset, the directory searched
+  and the command to run when the data is absent or is TFRecord only.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  builder = tfds.builder(name, data_dir=data_dir)
+  try:
+    return builder.as_data_source(split=split)
+  except (NotImplementedError, ValueError, FileNotFoundError) as e:
+    path = str(builder.data_path)
+    if not builder.is_prepared():
+      raise MissingDatasetError(missing_message(name, data_dir, path)) from None
+    formats = {f.value for f in builder.info.available_file_formats()}
+    if 'array_record' not in formats:
+      raise MissingDatasetError(convert_message(name, path)) from e
+    raise
+
+
+def from_tfds(name: str, split_map: Optional[Mapping[str, str]],
+              fn: Callable[[Any], dict]):
+  """Loader ``(split, data_cfg) -> source`` over TFDS dataset ``name``.
+
+  ``split_map`` maps 'train' / 'validation' / 'test' to TFDS split strings
+  (e.g. ``{'test': 'validation'}``, ``{'train': 'train+restval'}``); splits
+  not in it are used as named. ``fn`` maps a TFDS record to a raw example
+  (Text features arrive as bytes: ``as_str``); it must be module-level or a
+  ``functools.partial`` to pickle. The data directory is
+  ``config.data.data_dir`` / $TFDS_DATA_DIR.
+  """
+  return functools.partial(_tfds_loader, name, dict(split_map or {}), fn)
+
+
+def _tfds_loader(name, split_map, fn, split, data_cfg):
+  tfds_split = split_map.get(split, split)
+  base = open_tfds(name, tfds_split, real_data_dir(data_cfg))
+  return MappedSource(base, fn, f'{name}[{tfds_split}]')
+
+
+def from_examples(examples: Union[Iterable[dict], Mapping[str, Iterable]]):
+  """Loader ``(split, data_cfg) -> source`` over in-memory raw examples.
+
+  ``examples`` is one iterable of raw example dicts (used for every split) or
+  a mapping split -> iterable.
+  """
+  if isinstance(examples, Mapping):
+    per_split = {k: ExampleSource(v, f'examples[{k}]')
+                 for k, v in examples.items()}
+  else:
+    shared = ExampleSource(examples)
+    per_split = {s: shared for s in SPLITS}
+  return functools.partial(_example_loader, per_split)
+
+
+def _example_loader(per_split, split, data_cfg):
+  del data_cfg
+  if split not in per_split:
+    raise KeyError(f'No examples for split {split!r}; have '
+                   f'{sorted(per_split)}.')
+  return per_split[split]
+
+
+# -------------------------------------------------------------- captions --
+
+class CaptionSource:
+  """Image-caption records -> raw examples with all captions as references.
+
+  ``per_caption=True`` (COCO training): one example per caption, so
+  ``len`` is the total number of captions; ``counts[j]`` is the number of
+  captions of image ``j``. Otherwise one example per image whose target is
+  the first caption. Every example carries ``'references'``: all captions.
+  """
+
+  def __init__(self, base, name: str, counts: Optional[np.ndarray] = None,
+               captions_fn=None):
+    self.base, self.name = base, name
+    self.captions_fn = captions_fn or coco_captions
+    self.counts = None if counts is None else np.asarray(counts, np.int64)
+    if self.counts is None:
+      self._len = len(base)
+    else:
+      if len(self.counts) != len(base):
+        raise ValueError(f'{name}: {len(self.counts)} caption counts for '
+                         f'{len(base)} images.')
+      self._ends = np.cumsum(self.counts)   # [images]
+      self._len = int(self._ends[-1]) if len(self._ends) else 0
+
+  def __len__(self) -> int:
+    return self._len
+
+  def __getitem__(self, i) -> dict:
+    i = _index(i, self._len, self.name)
+    image_index, caption = i, 0
+    if self.counts is not None:
+      image_index = int(np.searchsorted(self._ends, i, side='right'))
+      caption = i - int(self._ends[image_index] - self.counts[image_index])
+    try:
+      record = self.base[image_index]
+    except Exception as e:  # pylint: disable=broad-except
+      raise CorruptExample(f'{self.name}[{image_index}]: cannot read or '
+                           f'decode ({type(e).__name__}: {e})') from e
+    refs = self.captions_fn(record)
+    if not refs:
+      raise CorruptExample(f'{self.name}[{image_index}] has no captions.')
+    return {'inputs': _rgb(record['image']),
+            'targets': refs[min(caption, len(refs) - 1)], 'references': refs}
+
+
+def coco_captions(record) -> list[str]:
+  """COCO ``{'captions': {'text': [n]}}`` -> list of caption strings."""
+  return [as_str(t) for t in np.asarray(record['captions']['text']).ravel()]
+
+
+class _SkipImages:
+  """A TFDS data source's records with the image left encoded (no decode).
+
+  Reads ``base.data_source`` (the raw ArrayRecord reader) and deserialises
+  with ``SkipDecoding`` for 'image', so scanning captions costs one read of
+  the split, not a JPEG decode per image.
+  """
+
+  def __init__(self, base):
+    self.base = base
+
+  def __len__(self):
+    return len(self.base)
+
+  def __getitem__(self, i):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    record = self.base.data_source[i]
+    return self.base.dataset_info.features.deserialize_example_np(
+        record, decoders={'image': tfds.decode.SkipDecoding()})
+
+
+def caption_counts(base, cache_dir: Optional[str], name: str,
+                   captions_fn=coco_captions) -> np.ndarray:
+  """Captions per image: int64 [images], cached as .npy in ``cache_dir``.
+
+  For a TFDS data source the scan skips image decoding. The cache is keyed
+  by the split's length; an unwritable cache directory only costs a rescan.
+  """
+  n = len(base)
+  path = None
+  if cache_dir:
+    safe = re.sub(r'[^A-Za-z0-9_.+-]', '_', name)
+    path = epath.Path(cache_dir) / f'{safe}.n{n}.counts.npy'
+    if path.exists():
+      with path.open('rb') as f:
+        return np.load(f)
+  logging.info('Counting captions of %s (%d images) once.', name, n)
+  if hasattr(base, 'data_source') and hasattr(base, 'dataset_info'):
+    base = _SkipImages(base)
+  counts = np.zeros([n], np.int64)
+  for k in range(n):
+    counts[k] = len(captions_fn(base[k]))
+  if path is not None:
+    try:
+      path.parent.mkdir(parents=True, exist_ok=True)
+      tmp = path.parent / (path.name + '.tmp')
+      with tmp.open('wb') as f:
+        np.save(f, counts)
+      tmp.rename(path)
+    except OSError as e:
+      logging.warning('Cannot cache caption counts at %s: %s', path, e)
+  return counts
+
+
+# -------------------------------------------------------------------- PTB --
+
+_SECTION = re.compile(r'^\d\d$')
+_NAME_SPLITS = {'train': re.compile(r'train|02-21', re.I),
+                'validation': re.compile(r'dev|valid|(^|\D)22(\D|$)', re.I),
+                'test': re.compile(r'test|(^|\D)23(\D|$)', re.I)}
+
+
+def ptb_split_files(ptb_dir: str) -> dict[str, list[str]]:
+  """Tree files per split under a user-supplied Penn Treebank directory.
+
+  Standard layout (``.../wsj/00 ... 24/wsj_*.mrg``): WSJ sections 02-21
+  train, 22 validation, 23 test. Otherwise files are split by name: 'train'
+  or '02-21' -> train; 'dev', 'valid' or a '22' -> validation; 'test' or a
+  '23' -> test (e.g. ``train.trees``, ``22.auto.clean``).
+  """
+  root = os.path.expanduser(ptb_dir)
+  if not os.path.isdir(root):
+    raise MissingDatasetError(
+        f'config.data.ptb_dir={ptb_dir!r} is not a directory. Point it at '
+        'your Penn Treebank copy (LDC99T42): treebank_3/parsed/mrg/wsj with '
+        'section folders 00-24, or files named train/dev/test.')
+  sections, named = {}, {s: [] for s in SPLITS}
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames.sort()
+    files = sorted(os.path.join(dirpath, f) for f in filenames
+                   if not f.startswith('.'))
+    base = os.path.basename(dirpath)
+    if _SECTION.match(base) and files:
+      sections.setdefault(int(base), []).extend(
+          f for f in files if f.endswith('.mrg') or len(files) == 1)
+      continue
+    for f in files:
+      hits = [s for s, pat in _NAME_SPLITS.items()
+              if pat.search(os.path.basename(f))]
+      if len(hits) == 1:
+        named[hits[0]].append(f)
+  if sections:
+    ranges = {'train': range(2, 22), 'validation': [22], 'test': [23]}
+    out = {s: [f for k in r for f in sections.get(k, [])]
+           for s, r in ranges.items()}
+  else:
+    out = named
+  empty = [s for s in SPLITS if not out[s]]
+  if empty:
+    raise MissingDatasetError(
+        f'No Penn Treebank files for split(s) {empty} under {root}. Expected '
+        'WSJ section folders 02-21/22/23 holding .mrg files, or tree files '
+        "whose names contain 'train', 'dev' and 'test' (one tree per line "
+        'or .mrg bracketing).')
+  return out
+
+
+def ptb_source(ptb_dir: str, split: str) -> ExampleSource:
+  """Raw parse examples {'inputs': words, 'targets': linearised tree}."""
+  from mm_jax.data import trees  # pylint: disable=g-import-not-at-top
+  examples = []
+  for path in ptb_split_files(ptb_dir)[split]:
+    for tree in trees.read_trees(path):
+      examples.append({'inputs': ' '.join(trees.words(tree)),
+                       'targets': trees.linearize(tree)})
+  return ExampleSource(examples, f'ptb[{split}]')
+
+
+# ------------------------------------------------- real loaders (SPEC §2) --
+
+COCO = 'coco_captions/2014'
+# Karpathy & Li splits; 'restval' joins training as is customary.
+COCO_SPLITS = {'train': 'train+restval', 'validation': 'val', 'test': 'test'}
+LIBRISPEECH_SPLITS = {
+    'train': 'train_clean100+train_clean360+train_other500',
+    'validation': 'dev_clean', 'test': 'test_clean'}
+
+
+def coco_source(split: str, data_cfg) -> CaptionSource:
+  """COCO 2014 captions: one example per caption for 'train'."""
+  data_dir, tfds_split = real_data_dir(data_cfg), COCO_SPLITS[split]
+  base = open_tfds(COCO, tfds_split, data_dir)
+  counts = None
+  if split == 'train':
+    counts = caption_counts(base, os.path.join(data_dir, 'mm_jax_index'),
+                            f'{COCO}[{tfds_split}]')
+  return CaptionSource(base, f'{COCO}[{tfds_split}]', counts)
+
+
+def speech_source(split: str, data_cfg) -> MappedSource:
+  """WSJ from ``config.data.wsj_dir`` when set, else LibriSpeech (TFDS)."""
+  lower = functools.partial(speech, lowercase=True)
+  if data_cfg.wsj_dir:
+    from mm_jax.data import wsj  # pylint: disable=g-import-not-at-top
+    return MappedSource(wsj.WsjSource(data_cfg.wsj_dir, split), lower,
+                        f'wsj[{split}]')
+  return _tfds_loader('librispeech', LIBRISPEECH_SPLITS,
+                      functools.partial(lower, audio_key='speech'), split,
+                      data_cfg)
+
+
+def parse_source(split: str, data_cfg) -> ExampleSource:
+  """Penn Treebank trees from ``config.data.ptb_dir`` (LDC-licensed)."""
+  if not data_cfg.ptb_dir:
+    raise MissingDatasetError(
+        'Task parse_en (real suite) reads the Penn Treebank, which is '
+        'LDC-licensed and cannot be downloaded: set config.data.ptb_dir to '
+        'your copy (WSJ section folders 00-24 of .mrg files, or files named '
+        'train/dev/test with one tree per line).')
+  return ptb_source(data_cfg.ptb_dir, split)

@@ -1,0 +1,95 @@
+"""Building and initialising a MultiModel from a config.
+
+  import mm_jax
+  from configs import base
+  config = base.get_config('tiny')
+  model = mm_jax.create_model(config)
+  variables = mm_jax.init_variables(model, jax.random.key(0))
+  logits = model.apply(variables, batch, input_modality='text',
+                       output_modality='text')
+"""
+
+import functools
+from typing import Any, Dict, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mm_jax.model import multimodel
+
+# Every modality path the model has; ``init`` runs each once.
+PATHS = (('text', 'text'), ('image', 'text'), ('audio', 'text'),
+         ('image', 'class'))
+
+
+def model_section(config) -> ml_collections.FrozenConfigDict:
+  """Accepts a whole config (with ``.model``) or its model section."""
+  section = config.model if 'model' in config else config
+  return ml_collections.FrozenConfigDict(section)
+
+
+def create_model(config) -> multimodel.MultiModel:
+  """The MultiModel (a Flax Linen module) for ``config`` (or config.model)."""
+  return multimodel.MultiModel(model_section(config))
+
+
+def dummy_batch(cfg, input_modality: str, output_modality: str,
+                batch_size: int = 1, length: int = 4,
+                image_size: int = 32, frames: int = 16) -> Dict[str, Any]:
+  """A small all-ones batch with the shapes of the batch contract."""
+  multimodel.check_modalities(input_modality, output_modality)
+  b = batch_size
+  if input_modality == 'text':
+    batch = {'inputs': np.ones((b, length), np.int32)}
+  elif input_modality == 'image':
+    batch = {'inputs': np.ones((b, image_size, image_size, 3), np.float32)}
+  else:
+    batch = {'inputs': np.ones((b, frames, cfg.audio_mel_bins,
+                                cfg.audio_channels), np.float32),
+             'inputs_mask': np.ones((b, frames), bool)}
+    if cfg.audio_input == 'waveform':
+      batch = {'inputs': np.ones((b, frames * 160), np.float32),
+               'inputs_mask': np.ones((b, frames * 160), bool)}
+  if output_modality == 'class':
+    batch['targets'] = np.zeros((b,), np.int32)
+  else:
+    batch['targets'] = np.ones((b, length), np.int32)
+    batch['target_space'] = np.ones((b,), np.int32)
+  return batch
+
+
+def init_variables(model: multimodel.MultiModel, rng: jax.Array,
+                   paths: Tuple[Tuple[str, str], ...] = PATHS) -> Dict:
+  """Initialises every parameter of ``model`` (all modality paths).
+
+  Returns the variables dict (``{'params': ...}``), values boxed with their
+  logical axis names (``nn.Partitioned``); ``nn.unbox`` strips them.
+  """
+  batches = {p: dummy_batch(model.cfg, *p) for p in paths}
+  return _jitted_init(model)(rng, batches)
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_init(model: multimodel.MultiModel):
+  """One compiled initialiser per model (models hash by their frozen config)."""
+
+  def init(rng, batches):
+    variables = model.init({'params': rng}, batches,
+                           method=multimodel.MultiModel.init_all)
+    return {'params': variables['params']}
+  return jax.jit(init)
+
+
+def abstract_variables(model: multimodel.MultiModel) -> Dict:
+  """Shapes and dtypes of every variable, without allocating (eval_shape)."""
+  return jax.eval_shape(functools.partial(init_variables, model),
+                        jax.random.key(0))
+
+
+def param_count(variables) -> int:
+  """Number of scalars in ``variables['params']`` (boxed or not)."""
+  leaves = jax.tree.leaves(nn.unbox(variables['params']))
+  return int(sum(np.prod(x.shape) for x in leaves))

@@ -1,0 +1,37 @@
+"""Small shared layers: LayerNorm and dtype lookup."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mm_jax import axes
+
+
+def dtype(name) -> jnp.dtype:
+  """'bfloat16' | 'float32' | dtype -> jnp.dtype."""
+  return jnp.dtype(name)
+
+
+class LayerNorm(nn.Module):
+  """LayerNorm over the last axis, statistics in float32 (epsilon 1e-6)."""
+  epsilon: float = 1e-6
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+  logical_axis: str = axes.EMBED
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """x: [..., D] -> [..., D] in ``dtype``."""
+    d = x.shape[-1]
+    scale = self.param('scale', nn.with_logical_partitioning(
+        nn.initializers.ones_init(), (self.logical_axis,)), (d,),
+                       self.param_dtype)
+    bias = self.param('bias', nn.with_logical_partitioning(
+        nn.initializers.zeros_init(), (self.logical_axis,)), (d,),
+                      self.param_dtype)
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(-1, keepdims=True)
+    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+    y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon)
+    y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+    return y.astype(self.dtype)
