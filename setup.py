@@ -35,7 +35,7 @@ EXTRAS = {
 
 setuptools.setup(
     name='mm_jax',
-    version='0.1.0',
+    version='0.1.0',  # keep equal to mm_jax.__version__
     description=__doc__,
     packages=setuptools.find_packages(include=['mm_jax', 'mm_jax.*',
                                                'configs']),

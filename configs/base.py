@@ -43,6 +43,18 @@ def parse_arg(arg):
   return size, 'single' in flags
 
 
+def split_arg(arg, choices, where: str):
+  """Experiment arg ``'<choice>[,size]'`` -> (choice, size); size defaults to
+  tiny; a bad arg raises naming ``where`` and the choices."""
+  parts = [p for p in (arg or '').split(',') if p]
+  if not parts or len(parts) > 2 or parts[0] not in choices or (
+      len(parts) == 2 and parts[1] not in SIZES):
+    raise ValueError(f'{where}: bad arg {arg!r}; use \'<choice>[,size]\' with '
+                     f'choice one of {tuple(choices)} and size one of '
+                     f"{tuple(SIZES)} (default 'tiny').")
+  return parts[0], parts[1] if len(parts) == 2 else 'tiny'
+
+
 def model_config(size='tiny', single_task=False):
   """The model section for a size (SPEC §3)."""
   s = SIZES[size]
@@ -163,6 +175,8 @@ def train_config(size='tiny'):
   t.schedule = 'noam'
   t.learning_rate = 2.0 if tiny else 0.2     # noam scale (x d**-0.5)
   t.warmup_steps = 400 if tiny else 4000
+  if size == 'paper':     # the paper's own schedule (SPEC §4)
+    t.schedule, t.warmup_steps, t.learning_rate = 'exp_warmup', 3000, 1e-4
   t.adam_b1 = 0.85
   t.adam_b2 = 0.997
   t.adam_eps = 1e-6

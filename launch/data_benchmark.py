@@ -10,13 +10,11 @@ this host's CPUs (process 0 of 1). Also prints the padding fill (real tokens
 or frames / padded slots) and the skip counters of each task.
 """
 
-import time
-
 from absl import app
 from absl import flags
 from ml_collections import config_flags
-import numpy as np
 
+from mm_jax import benchmark
 from mm_jax.data import pipeline
 from mm_jax.data import prepare
 
@@ -24,33 +22,6 @@ _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file[:arg], e.g. configs/base.py:tiny.')
 _STEPS = flags.DEFINE_integer('steps', 40, 'Timed batches per measurement.')
 _WARMUP = flags.DEFINE_integer('warmup', 5, 'Untimed batches first.')
-
-
-def fill(batch) -> float:
-  """Real / padded positions of the variable-length arrays of a batch."""
-  real = total = 0
-  for key in ('inputs', 'targets'):
-    x = batch[key]
-    if x.dtype == np.int32 and x.ndim == 2:          # text [B, L]
-      real, total = real + int((x != 0).sum()), total + x.size
-  if 'inputs_mask' in batch:                          # audio [B, F]
-    mask = batch['inputs_mask']
-    real, total = real + int(mask.sum()), total + mask.size
-  return real / total if total else 1.0
-
-
-def measure(it, steps: int, warmup: int):
-  """(examples/s, batches/s, mean fill) over ``steps`` batches."""
-  for _ in range(warmup):
-    next(it)
-  examples, fills = 0, []
-  start = time.perf_counter()
-  for _ in range(steps):
-    _, batch = next(it)
-    examples += len(batch['targets'])
-    fills.append(fill(batch))
-  spent = time.perf_counter() - start
-  return examples / spent, steps / spent, float(np.mean(fills))
 
 
 def main(argv):
@@ -66,12 +37,12 @@ def main(argv):
   print(f'{"task":<18}{"examples/s":>12}{"batches/s":>11}{"fill":>7}  skips')
   for task in tasks:
     with pipeline.make_train_iterator(data, vocab, tasks=[task]) as it:
-      ex_s, b_s, fl = measure(it, _STEPS.value, _WARMUP.value)
+      ex_s, b_s, fl = benchmark.measure_iterator(it, _STEPS.value, _WARMUP.value)
       skips = {k[8:]: v for k, v in it.counters()[task.name].items()
                if k.startswith('skipped_') and v}
     print(f'{task.name:<18}{ex_s:>12.1f}{b_s:>11.2f}{fl:>7.2f}  {skips or ""}')
   with pipeline.make_train_iterator(data, vocab) as it:
-    ex_s, b_s, fl = measure(it, _STEPS.value, _WARMUP.value)
+    ex_s, b_s, fl = benchmark.measure_iterator(it, _STEPS.value, _WARMUP.value)
     drawn = {t: c['examples'] for t, c in it.counters().items()}
   print(f'{"mixture (" + data.mixing + ")":<18}{ex_s:>12.1f}{b_s:>11.2f}'
         f'{fl:>7.2f}  examples per task: {drawn}')

@@ -4,6 +4,9 @@
   variables = mm_jax.init_variables(model, jax.random.key(0))
 """
 
+__version__ = '0.1.0'
+
+from mm_jax.inference import load
 from mm_jax.model.factory import abstract_variables
 from mm_jax.model.factory import create_model
 from mm_jax.model.factory import dummy_batch
@@ -11,4 +14,4 @@ from mm_jax.model.factory import init_variables
 from mm_jax.model.factory import param_count
 
 __all__ = ['abstract_variables', 'create_model', 'dummy_batch',
-           'init_variables', 'param_count']
+           'init_variables', 'load', 'param_count']

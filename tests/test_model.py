@@ -227,3 +227,19 @@ def test_large_variants_build_abstractly(arg):
   if arg.startswith('paper'):
     assert model.cfg.d_model == 1536 and model.cfg.moe.k == 4
     assert e == (30 if 'single' in arg else 120)
+
+
+@pytest.mark.parametrize('preset', ['dp', 'dp+ep', 'fsdp+ep'])
+def test_init_under_every_sharding_preset(preset):
+  # Flax rejects a logical name repeated within one parameter once rules are
+  # active; every parameter must resolve under every preset.
+  from mm_jax import sharding
+  config = base.get_config('tiny')
+  config.mesh.preset = preset
+  config.mesh.shape.expert = 2 if 'ep' in preset else 1
+  model = mm_jax.create_model(config)
+  mesh = sharding.make_mesh(config.mesh)
+  with sharding.activate(mesh, sharding.rules(config.mesh)):
+    shapes = jax.eval_shape(
+        lambda: nn.unbox(mm_jax.init_variables(model, jax.random.key(0))))
+  assert 'encoder' in shapes['params']

@@ -50,7 +50,6 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from mm_jax.data import sources
 from mm_jax.data.sources import CorruptExample  # pylint: disable=unused-import
-from mm_jax.data.tiny import builders
 
 # Rows of the learned task-token table (decoder position 0).
 TARGET_SPACES = {'generic': 0, 'en': 1, 'de': 2, 'fr': 3, 'parse': 4}
@@ -139,13 +138,25 @@ _WMT = {('en', 'de'): ('wmt14_translate/de-en', {}),
         ('de', 'fr'): ('wmt19_translate/fr-de', {'test': 'validation'})}
 
 
+def _tiny_loader(dataset: str, fn, split: str, data_cfg):
+  """A tiny-suite loader; the builders (and TFDS) are imported on first use,
+  so that the registry (and the train step) import without TensorFlow."""
+  from mm_jax.data.tiny import builders  # pylint: disable=g-import-not-at-top
+  return builders.tiny_loader(dataset, fn, split, data_cfg)
+
+
+def _tiny_captions(split: str, data_cfg):
+  from mm_jax.data.tiny import builders  # pylint: disable=g-import-not-at-top
+  return builders.tiny_caption_source(split, data_cfg)
+
+
 def _translation_task(src: str, tgt: str) -> Task:
   name, split_map = _WMT[(src, tgt)]
   fn = _P(sources.translation, source=src, target=tgt)
   return Task(
       name=f'translate_{src}_{tgt}', input_modality='text',
       output_modality='text', target_space=tgt,
-      sources={'tiny': _P(builders.tiny_loader, 'tiny_translation', fn),
+      sources={'tiny': _P(_tiny_loader, 'tiny_translation', fn),
                'real': sources.from_tfds(name, split_map, fn)},
       metrics=TEXT_METRICS + ('bleu',), text_fields=('inputs', 'targets'))
 
@@ -156,20 +167,20 @@ def _builtin_tasks() -> list[Task]:
            target_space='en', loss_weight=2.0,
            # Tiny targets are the spoken words: lower case, no punctuation,
            # like LibriSpeech and normalised WSJ transcripts.
-           sources={'tiny': _P(builders.tiny_loader, 'tiny_speech',
+           sources={'tiny': _P(_tiny_loader, 'tiny_speech',
                                _P(sources.speech, words_only=True)),
                     'real': sources.speech_source},
            metrics=TEXT_METRICS + ('wer',), text_fields=('targets',)),
       Task(name='parse_en', input_modality='text', output_modality='text',
            target_space='parse',
-           sources={'tiny': _P(builders.tiny_loader, 'tiny_translation',
+           sources={'tiny': _P(_tiny_loader, 'tiny_translation',
                                sources.parse_tree),
                     'real': sources.parse_source},
            metrics=TEXT_METRICS + ('sequence_accuracy',),
            text_fields=('inputs', 'targets')),
       Task(name='imagenet', input_modality='image', output_modality='class',
            target_space=None, loss_weight=0.7,
-           sources={'tiny': _P(builders.tiny_loader, 'tiny_images',
+           sources={'tiny': _P(_tiny_loader, 'tiny_images',
                                sources.image_class),
                     # The labelled ImageNet test set is not public: the paper
                     # and T2T report validation.
@@ -179,7 +190,7 @@ def _builtin_tasks() -> list[Task]:
            metrics=('top1', 'top5', 'log_ppl')),
       Task(name='caption_en', input_modality='image', output_modality='text',
            target_space='en',
-           sources={'tiny': builders.tiny_caption_source,
+           sources={'tiny': _tiny_captions,
                     'real': sources.coco_source},
            metrics=TEXT_METRICS + ('bleu',), text_fields=('targets',)),
   ] + [_translation_task(s, t) for s, t in _WMT]

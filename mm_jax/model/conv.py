@@ -66,7 +66,8 @@ class SepConv(nn.Module):
         'depthwise',
         nn.with_logical_partitioning(
             nn.initializers.lecun_normal(in_axis=-2, out_axis=-1),
-            (axes.KERNEL,) * nd + (None, self.logical_in)),
+            # One 'kernel' name only: Flax rejects repeated logical names.
+            (axes.KERNEL,) + (None,) * nd + (self.logical_in,)),
         kernel + (1, in_features), self.param_dtype)
     x = jax.lax.conv_general_dilated(
         x.astype(self.dtype), depthwise.astype(self.dtype),
@@ -76,7 +77,8 @@ class SepConv(nn.Module):
     pointwise = self.param(
         'pointwise',
         nn.with_logical_partitioning(nn.initializers.lecun_normal(),
-                                     (self.logical_in, self.logical_out)),
+                                     _pointwise_names(self.logical_in,
+                                                      self.logical_out)),
         (in_features, self.features), self.param_dtype)
     y = jnp.einsum('...I,IF->...F', x, pointwise.astype(self.dtype))
     if self.use_bias:
@@ -86,6 +88,12 @@ class SepConv(nn.Module):
           (self.features,), self.param_dtype)
       y = y + bias.astype(self.dtype)
     return y
+
+
+def _pointwise_names(logical_in: str, logical_out: str):
+  """Logical names of a pointwise kernel; a name may appear once only (Flax
+  rules), so a square ``embed -> embed`` kernel names its input axis alone."""
+  return (logical_in, None if logical_out == logical_in else logical_out)
 
 
 def _same_pad(k: int, d: int) -> Tuple[int, int]:

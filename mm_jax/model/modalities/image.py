@@ -69,7 +69,7 @@ class FullConvStep(nn.Module):
         use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
         kernel_init=nn.with_logical_partitioning(
             nn.initializers.lecun_normal(),
-            (axes.KERNEL, axes.KERNEL, None, axes.CHANNELS)),
+            (axes.KERNEL, None, None, axes.CHANNELS)),
         name='conv')(x)
     return layers.LayerNorm(self.epsilon, self.dtype, self.param_dtype,
                             logical_axis=axes.CHANNELS, name='norm')(x)

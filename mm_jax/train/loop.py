@@ -1,0 +1,354 @@
+r"""The training loop: ``train_and_evaluate(config, workdir)``.
+
+  from configs import joint8
+  from mm_jax.train import loop
+  final = loop.train_and_evaluate(joint8.get_config('tiny'), '/tmp/joint8')
+
+The one function the command line (``launch/train.py``), notebooks and tests
+call. In order: ``jax.distributed.initialize`` (when
+``config.distributed.initialize``); data and vocabulary
+(``prepare.ensure_prepared``); model, mesh and the sharded state, restored
+from the work directory, else ``config.train.init_from``, else initialised
+(``Checkpointer.restore_or_init``); then per step: next ``(task, batch)`` of
+the mixed iterator -> ``StepCompiler.train``. Metrics are fetched one step
+late (``LaggedMetrics``: no host sync per step), checked for non-finite
+values, averaged over ``config.train.log_every`` steps and written with
+steps/s, ETA and the data skip counters. Checkpoints every
+``checkpoint_every`` steps (async) and at the end; evaluation of every
+enabled task on ``config.eval.splits`` every ``eval_every`` steps and at the
+end (no splits: no evaluation). SIGTERM/SIGINT: save, wait, return.
+
+Adaptive mixing sees the loss of step ``k`` right after step ``k + 1`` is
+drawn (the loss is on the host only then); a loss fetched early, before a
+checkpoint, is held back until that draw and saved with the data state, so
+a resumed run draws exactly the tasks of an uninterrupted one.
+
+Work directory: ``checkpoints/``, ``metrics.jsonl``, TensorBoard events,
+``samples/step_<s>/<split>/<task>.jsonl`` (sample decodes).
+"""
+
+import contextlib
+import functools
+import logging
+from typing import Any, Dict, Mapping, Optional
+
+import jax
+from jax.experimental import multihost_utils
+import numpy as np
+
+import mm_jax
+from mm_jax import sharding
+from mm_jax.data import pipeline
+from mm_jax.data import prepare
+from mm_jax.data import registry
+from mm_jax.eval import evaluate
+from mm_jax.train import checkpoint as checkpoint_lib
+from mm_jax.train import optim
+from mm_jax.train import reporting
+from mm_jax.train import state as state_lib
+from mm_jax.train import step as step_lib
+
+
+def setup_distributed(dist_cfg) -> None:
+  """``jax.distributed.initialize`` from ``config.distributed`` (once)."""
+  if not dist_cfg.initialize or jax.distributed.is_initialized():
+    return
+  kwargs = {}
+  if dist_cfg.coordinator_address:
+    kwargs['coordinator_address'] = dist_cfg.coordinator_address
+  if dist_cfg.num_processes > 0:
+    kwargs['num_processes'] = int(dist_cfg.num_processes)
+  if dist_cfg.process_id >= 0:
+    kwargs['process_id'] = int(dist_cfg.process_id)
+  jax.distributed.initialize(**kwargs)
+
+
+@functools.cache
+def log_topology() -> None:
+  """Logs processes and devices (once; every process logs its own view)."""
+  logging.info('JAX process %d of %d; %d local / %d global devices: %s.',
+               jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count(),
+               ', '.join(str(d) for d in jax.local_devices()))
+
+
+def prepare_vocab(config):
+  """Prepares the data (process 0 first) and checks the vocabulary fits.
+
+  Returns the ``Vocabulary``. Raises ValueError when
+  ``config.model.vocab_size`` is smaller than the vocabulary.
+  """
+  if jax.process_count() > 1:
+    if jax.process_index() == 0:
+      prepare.ensure_prepared(config.data)
+    multihost_utils.sync_global_devices('mm_jax: data prepared')
+  vocab = prepare.ensure_prepared(config.data)
+  if config.model.vocab_size < vocab.size:
+    raise ValueError(
+        f'config.model.vocab_size={config.model.vocab_size} is smaller than '
+        f'the vocabulary {vocab.path} ({vocab.size} pieces): token ids would '
+        f'not fit the embedding. Set --config.model.vocab_size={vocab.size} '
+        '(or larger), or a smaller config.data.vocab_size.')
+  return vocab
+
+
+def _abstract(abstract_state, shardings):
+  """ShapeDtypeStructs with ``.sharding``: the target of a restore."""
+  return jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      abstract_state, shardings)
+
+
+class Window:
+  """Host metrics of the steps since the last log, averaged per key.
+
+  Scalars average over the steps that reported them (per-task keys over
+  that task's steps); ``moe_load/<layer>`` [E] histograms are kept per task.
+  """
+
+  def __init__(self):
+    self.reset()
+
+  def reset(self) -> None:
+    self.sums: Dict[str, float] = {}
+    self.counts: Dict[str, int] = {}
+    self.loads: Dict[str, list] = {}
+
+  def add(self, task: str, metrics: Mapping[str, Any]) -> None:
+    scalars, hists = step_lib.split_metrics(metrics)
+    for k, v in scalars.items():
+      self.sums[k] = self.sums.get(k, 0.0) + float(v)
+      self.counts[k] = self.counts.get(k, 0) + 1
+    for k, v in hists.items():
+      layer = k[len(step_lib.HISTOGRAM_PREFIX):]
+      name = f'{step_lib.HISTOGRAM_PREFIX}{task}/{layer}'
+      self.loads.setdefault(name, []).append(np.asarray(v))
+
+  def means(self) -> Dict[str, float]:
+    return {k: self.sums[k] / self.counts[k] for k in sorted(self.sums)}
+
+  def histograms(self) -> Dict[str, np.ndarray]:
+    return {k: np.mean(v, axis=0) for k, v in sorted(self.loads.items())}
+
+
+def _data_scalars(counters: Mapping[str, Mapping[str, int]]) -> Dict[str, int]:
+  return {f'data/{task}/{name}': int(value)
+          for task, values in sorted(counters.items())
+          for name, value in sorted(values.items())}
+
+
+def _local_rows(x: jax.Array, batch_sharding) -> np.ndarray:
+  """A global [B, ...] result -> this process's rows (the rows it fed)."""
+  x = jax.device_put(x, batch_sharding)
+  parts = {}
+  for shard in x.addressable_shards:
+    parts.setdefault(shard.index[0].start or 0, np.asarray(shard.data))
+  return np.concatenate([parts[k] for k in sorted(parts)])
+
+
+def _decode_fn(model, task, eval_cfg, compiler):
+  """``(params, local batch) -> local (predictions, scores)`` on the mesh.
+
+  The local batch becomes global arrays (multi-host), decoding runs with
+  the logical rules active, and this process's rows come back as numpy.
+  """
+  inner = evaluate.default_decode_fn(model, task, eval_cfg)
+
+  def decode_local(params, batch):
+    dev = compiler.device_batch(batch)
+    with sharding.activate(compiler.mesh, compiler.rules):
+      preds, scores = inner(params, dev)
+    return tuple(_local_rows(x, sharding.batch_sharding(
+        compiler.mesh, compiler.rules, x.ndim)) for x in (preds, scores))
+  return decode_local
+
+
+class Evaluator:
+  """Evaluation passes of the enabled tasks over ``config.eval.splits``."""
+
+  def __init__(self, config, model, vocab, compiler, tasks):
+    self.config, self.model, self.vocab = config, model, vocab
+    self.compiler = compiler
+    self.tasks = [registry.get(t) for t in tasks]
+    index, count = jax.process_index(), jax.process_count()
+    batch = pipeline.local_batch_size(int(config.eval.batch_size), count)
+    self.iterators = {
+        split: {t.name: pipeline.make_eval_iterator(
+            config.data, vocab, t, split, process_index=index,
+            process_count=count, batch_size=batch) for t in self.tasks}
+        for split in config.eval.splits}
+    self.decode_fns = {t.name: _decode_fn(model, t, config.eval, compiler)
+                       for t in self.tasks}
+
+  def __call__(self, step: int, params, reporter, workdir: str
+               ) -> Dict[str, float]:
+    """Evaluates all tasks; writes metrics, samples and skip counts."""
+    out = {}
+    for split, iterators in self.iterators.items():
+      values, samples = evaluate.evaluate_all(
+          self.model, params, iterators, self.vocab, self.config.eval,
+          lambda name: (lambda p, b: self.compiler.eval(p, name, b)),
+          decode_fns=self.decode_fns)
+      for name, it in iterators.items():
+        for reason, count in it.counters().items():
+          if reason.startswith('skipped') and count:
+            values[f'{name}/{reason}'] = float(count)
+      out.update({f'{split}/{k}': v for k, v in values.items()})
+      if reporter.is_primary:
+        for name, task_samples in samples.items():
+          evaluate.write_samples(workdir, step, f'{split}/{name}',
+                                 task_samples)
+      reporter.write_texts(step, {
+          f'samples/{split}/{name}': _samples_text(s)
+          for name, s in samples.items() if s})
+    reporter.write_scalars(step, out)
+    return out
+
+
+def _samples_text(samples) -> str:
+  """Markdown lines for TensorBoard's text tab."""
+  lines = []
+  for s in samples:
+    ref = s.get('references', s.get('reference'))
+    lines.append(f"* input: {s['input']}  \n  reference: {ref}  \n"
+                 f"  hypothesis: {s['hypothesis']}")
+  return '\n'.join(lines)
+
+
+def _enabled_tasks(config) -> list:
+  return sorted(t for t, w in config.data.mixture.items() if w > 0)
+
+
+def _feed(fetched, adaptive: bool) -> Optional[Dict[str, float]]:
+  """The loss of a fetched step for the adaptive mixer, or None."""
+  if not adaptive or fetched is None:
+    return None
+  return {fetched.task: float(fetched.metrics[f'{fetched.task}/loss'])}
+
+
+def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
+  """Trains ``config`` in ``workdir`` (resuming), evaluates, returns metrics.
+
+  Args:
+    config: a config from ``configs/`` (see configs/base.py).
+    workdir: checkpoints, metrics.jsonl, TensorBoard events, samples.
+
+  Returns:
+    The final metrics: the last logged training scalars, the last
+    evaluation (``<split>/<task>/<metric>``, ``<split>/mean/<metric>``),
+    ``step`` and ``preempted`` (True when stopped by SIGTERM/SIGINT).
+  """
+  setup_distributed(config.distributed)
+  log_topology()
+  with contextlib.ExitStack() as stack:
+    # First, so that a preemption during set-up or compilation still saves.
+    flag = stack.enter_context(checkpoint_lib.install_signal_handlers())
+    vocab = prepare_vocab(config)
+    model = mm_jax.create_model(config)
+    mesh = sharding.make_mesh(config.mesh)
+    logging.info('Mesh %s, rules %s.', dict(mesh.shape),
+                 sharding.rules(config.mesh))
+    tx, schedule = optim.make_optimizer(config.train, config.model.d_model)
+    abstract, shardings = state_lib.state_shardings(config, model, mesh, tx)
+    checkpointer = stack.enter_context(checkpoint_lib.Checkpointer(
+        workdir, keep=int(config.train.keep_checkpoints),
+        every=int(config.train.checkpoint_every)))
+    restored = checkpointer.restore_or_init(
+        _abstract(abstract, shardings),
+        lambda: state_lib.create_train_state(config, model, mesh, tx)[0],
+        init_from=config.train.init_from, vocab_sha256=vocab.sha256)
+    logging.info('%s', restored.message)
+    start = int(jax.device_get(restored.state.step))
+    reporter = stack.enter_context(reporting.Reporter(
+        workdir, int(config.train.num_train_steps),
+        jax.process_index() == 0))
+    if restored.source == 'workdir':
+      reporter.truncate_after(start)
+    reporter.parameter_overview(restored.state.params)
+    logging.info('%d parameters.',
+                 mm_jax.param_count({'params': restored.state.params}))
+    it = stack.enter_context(pipeline.make_train_iterator(
+        config.data, vocab, process_index=jax.process_index(),
+        process_count=jax.process_count()))
+    saved = restored.data_state or {}
+    if 'iterator' in saved:
+      it.set_state(saved['iterator'])
+    compiler = step_lib.StepCompiler(model, config, mesh, shardings, tx,
+                                     schedule)
+    evaluator = (Evaluator(config, model, vocab, compiler,
+                           _enabled_tasks(config))
+                 if config.eval.splits else None)
+    meta = checkpoint_lib.make_meta(config, vocab)
+    return _run(config, workdir, restored.state, start, it, compiler,
+                evaluator, checkpointer, reporter, flag, meta,
+                saved.get('unfed'))
+
+
+def _run(config, workdir, state, start, it, compiler, evaluator,
+         checkpointer, reporter, flag, meta, unfed):
+  """The step loop of ``train_and_evaluate`` (arguments are its parts)."""
+  train = config.train
+  total = int(train.num_train_steps)
+  adaptive = config.data.mixing == 'adaptive'
+  lagged = reporting.LaggedMetrics()
+  lagged.last_checkpoint = checkpointer.latest_step()
+  window, final, evaluated = Window(), {}, None
+  preempted = False
+
+  def consume(fetched):
+    """Accumulates a fetched step; logs at multiples of log_every."""
+    nonlocal final
+    if fetched is None:
+      return
+    window.add(fetched.task, fetched.metrics)
+    if fetched.step % train.log_every and fetched.step != total:
+      return
+    scalars = window.means()
+    scalars.update(reporter.progress(fetched.step))
+    scalars.update(_data_scalars(it.counters()))
+    scalars['compilations'] = len(compiler.compilations)
+    reporter.write_scalars(fetched.step, scalars)
+    if window.loads:
+      reporter.write_histograms(fetched.step, window.histograms())
+    final = scalars
+    window.reset()
+
+  def save(step, force=False):
+    fetched = lagged.drain()
+    consume(fetched)
+    held = _feed(fetched, adaptive) or unfed
+    data_state = {'iterator': it.get_state(), 'unfed': held}
+    if checkpointer.save(step, state, data_state, meta, force=force):
+      lagged.last_checkpoint = step
+    return held
+
+  for step in range(start, total):
+    if flag.any_process():
+      preempted = True
+      logging.warning('Stopping at step %d (%s): saving.', step,
+                      flag.signal_name or 'signal on another process')
+      break
+    task, batch = next(it)
+    if unfed:
+      it.update_losses(unfed)
+      unfed = None
+    state, metrics = compiler.train(state, task, batch)
+    done = step + 1
+    fetched = lagged.push(done, task, metrics)
+    consume(fetched)
+    losses = _feed(fetched, adaptive)
+    if losses:
+      it.update_losses(losses)
+    if done % train.checkpoint_every == 0 and done != total:
+      unfed = save(done)
+    if evaluator and done % train.eval_every == 0 and done != total:
+      evaluated = evaluator(done, state.params, reporter, workdir)
+  done = int(jax.device_get(state.step))
+  save(done, force=True)
+  checkpointer.wait()
+  if evaluator and not preempted:
+    evaluated = evaluator(done, state.params, reporter, workdir)
+  reporter.flush()
+  logging.info('%s at step %d.', 'Preempted' if preempted else 'Finished',
+               done)
+  return {**final, **(evaluated or {}), 'step': done, 'preempted': preempted}

@@ -1,0 +1,104 @@
+"""Every experiment config builds (tiny and full size); full-size models
+build abstractly; the command line rejects misspelt overrides."""
+
+import importlib
+import os
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import pytest
+
+import mm_jax
+from configs import base
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZES = ('tiny', 'base', 'paper')
+# Every config file and the args it takes; a new file must be listed here.
+ARGS = {
+    'base': [*SIZES, *(f'{s},single' for s in SIZES)],
+    'joint8': list(SIZES),
+    'single': [f'{t},{s}' for t in base.ALL_TASKS for s in SIZES] + [
+        'parse_en'],
+    'table3': [f'{v},{s}' for v in ('parse', 'parse+imagenet', 'all8')
+               for s in SIZES] + ['all8'],
+    'table4': [f'{v},{s}' for v in ('all', 'no_moe', 'no_attention')
+               for s in SIZES] + ['no_moe'],
+}
+
+
+def _module(name):
+  return importlib.import_module(f'configs.{name}')
+
+
+def test_every_config_file_is_listed():
+  files = {f[:-3] for f in os.listdir(os.path.join(REPO, 'configs'))
+           if f.endswith('.py') and f != '__init__.py'}
+  assert files == set(ARGS)
+
+
+@pytest.mark.parametrize('name,arg', [(n, a) for n, args in ARGS.items()
+                                      for a in args])
+def test_config_builds(name, arg):
+  config = _module(name).get_config(arg)
+  size = arg.split(',')[-1] if arg.split(',')[-1] in SIZES else 'tiny'
+  if name == 'base':
+    size = arg.split(',')[0]
+  assert config.model.size == size
+  assert config.data.suite == ('tiny' if size == 'tiny' else 'real')
+  enabled = [t for t, w in config.data.mixture.items() if w > 0]
+  assert enabled and set(enabled) <= set(base.ALL_TASKS)
+  with pytest.raises(AttributeError):       # locked: no new keys
+    config.train.num_train_step = 1
+
+
+def test_mixtures_and_switches():
+  single = _module('single').get_config('speech_en,paper')
+  assert {t for t, w in single.data.mixture.items() if w} == {'speech_en'}
+  assert single.model.moe.num_experts == base.SIZES['paper']['experts_single']
+  assert _module('joint8').get_config('paper').model.moe.num_experts == 120
+  t3 = _module('table3')
+  assert {t for t, w in t3.get_config('parse+imagenet').data.mixture.items()
+          if w} == {'parse_en', 'imagenet'}
+  assert sum(t3.get_config('all8').data.mixture.values()) == 8
+  t4 = _module('table4')
+  assert not t4.get_config('no_moe').model.use_moe
+  assert not t4.get_config('no_attention').model.use_attention
+  assert t4.get_config('all').model.use_moe
+
+
+@pytest.mark.parametrize('name,arg', [('joint8', 'bogus'), ('single', 'x'),
+                                      ('single', 'parse_en,huge'),
+                                      ('table3', 'parse,tiny,extra'),
+                                      ('table4', None)])
+def test_unknown_args_list_the_choices(name, arg):
+  with pytest.raises(ValueError, match='choose one of|one of'):
+    _module(name).get_config(arg)
+
+
+@pytest.mark.parametrize('name,arg', [('joint8', 'paper'),
+                                      ('single', 'imagenet,paper'),
+                                      ('table4', 'no_moe,paper'),
+                                      ('table4', 'no_attention,paper')])
+def test_full_size_models_build_abstractly(name, arg):
+  config = _module(name).get_config(arg)
+  shapes = mm_jax.abstract_variables(mm_jax.create_model(config))
+  leaves = jax.tree.leaves(nn.unbox(shapes['params']))
+  assert all(x.dtype == 'float32' for x in leaves)
+  assert mm_jax.param_count(shapes) > 50_000_000
+  moe = [x for x in jax.tree.leaves(nn.unbox(shapes['params']['encoder']))
+         if x.shape and x.shape[0] == config.model.moe.num_experts]
+  assert bool(moe) == config.model.use_moe
+
+
+def test_misspelt_override_names_the_key(tmp_path):
+  result = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'launch', 'train.py'),
+       '--config=configs/joint8.py:tiny', '--config.train.num_train_step=5',
+       f'--workdir={tmp_path}'],
+      cwd=REPO, capture_output=True, text=True, timeout=120,
+      env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert result.returncode != 0
+  assert 'num_train_step' in result.stderr
+  assert not os.listdir(tmp_path)

@@ -1,0 +1,263 @@
+"""End-to-end tests of ``train_and_evaluate`` and ``launch/train.py``.
+
+The model is shrunk (d 32, one block per stage, 4 experts) and the tiny
+suite made small (64 train / 16 eval examples per task), so the tests are
+about plumbing. XLA compilation dominates on CPU: the module shares one
+persistent compilation cache (also with its subprocesses), so each model
+and shape compiles once per session.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+from jax.experimental.compilation_cache import compilation_cache
+import numpy as np
+import pytest
+
+from configs import joint8
+from configs import single
+from configs import table3
+from configs import table4
+from mm_jax.data import prepare
+from mm_jax.data import sources
+from mm_jax.train import loop
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Dotted overrides shared by the in-process and command-line runs.
+SMALL = {
+    'data.tiny.num_train': 64, 'data.tiny.num_eval': 16,
+    'data.tiny.num_speech_train': 16, 'data.batch_size': 8,
+    'data.length_buckets': (), 'data.audio_frame_buckets': (),
+    'model.d_model': 32, 'model.num_heads': 2, 'model.moe.num_experts': 4,
+    'model.moe.hidden': 32, 'model.num_encoder_blocks_before_moe': 1,
+    'model.num_encoder_blocks_after_moe': 1,
+    'model.num_decoder_blocks_before_moe': 1,
+    'model.num_decoder_blocks_after_moe': 1,
+    'model.image_entry_filters': (8, 8, 16, 16),
+    'eval.batch_size': 8, 'eval.max_batches': 1, 'eval.max_decode_length': 16,
+    'eval.num_samples': 2, 'train.log_every': 1, 'train.checkpoint_every': 2,
+    'train.eval_every': 1000,
+}
+TEXT2 = {'data.mixture.translate_en_de': 1.0, 'data.mixture.translate_de_en': 1.0,
+         'data.mixing': 'adaptive', 'eval.splits': ()}
+
+
+@pytest.fixture(scope='module')
+def xla_cache(tmp_path_factory):
+  """A persistent compilation cache for this module and its subprocesses."""
+  path = str(tmp_path_factory.mktemp('xla_cache'))
+  old = jax.config.jax_compilation_cache_dir
+  jax.config.update('jax_compilation_cache_dir', path)
+  compilation_cache.reset_cache()
+  yield path
+  jax.config.update('jax_compilation_cache_dir', old)
+  compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+  """Small tiny-suite data of all eight tasks and their vocabulary."""
+  config = _apply(joint8.get_config('tiny'), SMALL)
+  config.data.data_dir = str(tmp_path_factory.mktemp('data'))
+  vocab = prepare.ensure_prepared(config.data)
+  return {'data.data_dir': config.data.data_dir,
+          'data.vocab_path': vocab.path, 'model.vocab_size': vocab.size}
+
+
+def _apply(config, overrides):
+  config = config.unlock() if hasattr(config, 'unlock') else config
+  for key, value in overrides.items():
+    *parents, leaf = key.split('.')
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config.lock()
+
+
+def _config(data, base_config, overrides=None):
+  """base_config shrunk (SMALL), on the test data, with dotted overrides."""
+  return _apply(base_config, {**SMALL, **data, **(overrides or {})})
+
+
+def _flags(data, extra):
+  """The same overrides as ``--config.<key>=<value>`` flags."""
+  def text(v):
+    return ('(' + ','.join(map(str, v)) + (',)' if len(v) == 1 else ')')
+            if isinstance(v, tuple) else str(v))
+  return [f'--config.{k}={text(v)}' for k, v in {**SMALL, **data,
+                                                  **extra}.items()]
+
+
+def _text2_config(data, steps):
+  return _config(data, single.get_config('translate_en_de,tiny'),
+                 {**TEXT2, 'train.num_train_steps': steps})
+
+
+def _jsonl(workdir):
+  """{step: merged metrics of that step} from metrics.jsonl."""
+  out = {}
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    for line in f:
+      record = json.loads(line)
+      out.setdefault(record['step'], {}).update(record)
+  return out
+
+
+def _train_losses(workdir):
+  """{step: (task trained, loss)}: the trajectory to compare."""
+  out = {}
+  if not os.path.exists(os.path.join(workdir, 'metrics.jsonl')):
+    return out
+  for step, m in _jsonl(workdir).items():
+    if 'loss' in m:
+      tasks = [k.split('/')[0] for k in m if k.endswith('/token_accuracy')
+               and not k.startswith('validation/')]
+      out[step] = (tasks, m['loss'])
+  return out
+
+
+def _assert_same_trajectory(a, b):
+  assert sorted(a) == sorted(b)
+  for step in a:
+    assert a[step][0] == b[step][0], f'step {step}: tasks differ'
+    np.testing.assert_allclose(a[step][1], b[step][1], rtol=1e-5,
+                               err_msg=f'step {step}')
+
+
+def _env(xla_cache):
+  return {**os.environ, 'JAX_COMPILATION_CACHE_DIR': xla_cache,
+          'JAX_PLATFORMS': 'cpu'}
+
+
+def _launch(data, xla_cache, workdir, extra, log):
+  cmd = [sys.executable, os.path.join(REPO, 'launch', 'train.py'),
+         '--config=configs/single.py:translate_en_de,tiny',
+         f'--workdir={workdir}', *_flags(data, extra)]
+  return subprocess.Popen(cmd, cwd=REPO, env=_env(xla_cache), stdout=log,
+                          stderr=subprocess.STDOUT)
+
+
+def _wait_for(predicate, proc, timeout):
+  deadline = time.monotonic() + timeout
+  while not predicate():
+    assert proc.poll() is None, 'the run ended before the test could stop it'
+    assert time.monotonic() < deadline, 'timed out'
+    time.sleep(0.2)
+
+
+def _committed(workdir, step):
+  return os.path.exists(os.path.join(workdir, 'checkpoints', str(step),
+                                     'commit_success.txt'))
+
+
+def test_missing_real_dataset_names_what_to_prepare(tmp_path):
+  config = single.get_config('translate_en_de,base').unlock()
+  config.data.data_dir = str(tmp_path)
+  with pytest.raises(sources.MissingDatasetError,
+                     match='tfds build wmt14_translate/de-en'):
+    loop.train_and_evaluate(config.lock(), str(tmp_path / 'work'))
+
+
+def test_model_vocab_smaller_than_data_vocab_fails(data, tmp_path):
+  config = _config(data, joint8.get_config('tiny'), {'model.vocab_size': 16})
+  with pytest.raises(ValueError, match='model.vocab_size=16 is smaller'):
+    loop.train_and_evaluate(config, str(tmp_path))
+
+
+def test_resume_in_process_matches_uninterrupted(data, xla_cache, tmp_path):
+  """3 steps, then on to 5, equals 5 steps (adaptive mixing of 2 tasks)."""
+  first = loop.train_and_evaluate(_text2_config(data, 3), str(tmp_path / 'a'))
+  assert first['step'] == 3 and not first['preempted']
+  resumed = loop.train_and_evaluate(_text2_config(data, 5),
+                                    str(tmp_path / 'a'))
+  straight = loop.train_and_evaluate(_text2_config(data, 5),
+                                     str(tmp_path / 'b'))
+  assert resumed['step'] == straight['step'] == 5
+  _assert_same_trajectory(_train_losses(tmp_path / 'a'),
+                          _train_losses(tmp_path / 'b'))
+  kept = sorted(os.listdir(tmp_path / 'a' / 'checkpoints'))
+  assert kept == ['3', '4', '5']          # keep_checkpoints = 3
+
+
+def test_joint_eight_tasks_train_evaluate_and_continue(data, xla_cache,
+                                                       tmp_path):
+  config = _config(data, joint8.get_config('tiny'),
+                   {'train.num_train_steps': 4})
+  out = loop.train_and_evaluate(config, str(tmp_path))
+  tasks = sorted(t for t, w in config.data.mixture.items() if w)
+  assert len(tasks) == 8
+  for task in tasks:
+    assert out[f'validation/{task}/examples'] == 8
+    assert np.isfinite(out[f'validation/{task}/log_ppl'])
+    with open(tmp_path / 'samples' / 'step_4' / 'validation' /
+              f'{task}.jsonl') as f:
+      assert len(f.readlines()) == 2
+  assert 'validation/translate_en_de/bleu' in out
+  assert 'validation/speech_en/wer' in out
+  assert 'validation/imagenet/top5' in out
+  assert 'validation/parse_en/sequence_accuracy' in out
+  assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path))
+  assert sorted(_jsonl(tmp_path)) == [1, 2, 3, 4]
+  assert out['compilations'] <= 4         # one per task signature
+  more = loop.train_and_evaluate(
+      _apply(config, {'train.num_train_steps': 6}), str(tmp_path))
+  assert more['step'] == 6
+  assert sorted(_jsonl(tmp_path)) == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.slow
+def test_sigkill_then_restart_matches_uninterrupted(data, xla_cache,
+                                                    tmp_path):
+  steps = 16
+  straight = tmp_path / 'straight'
+  loop.train_and_evaluate(_text2_config(data, steps), str(straight))
+  killed = tmp_path / 'killed'
+  extra = {**TEXT2, 'train.num_train_steps': steps}
+  with open(tmp_path / 'log1.txt', 'w') as log:
+    proc = _launch(data, xla_cache, killed, extra, log)
+    try:
+      _wait_for(lambda: _committed(killed, 2), proc, 300)
+    finally:
+      proc.kill()
+      proc.wait()
+  assert proc.returncode == -signal.SIGKILL
+  with open(tmp_path / 'log2.txt', 'w') as log:
+    assert _launch(data, xla_cache, killed, extra, log).wait(300) == 0
+  _assert_same_trajectory(_train_losses(killed), _train_losses(straight))
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_cleanly(data, xla_cache, tmp_path):
+  extra = {**TEXT2, 'train.num_train_steps': 100_000,
+           'train.checkpoint_every': 100_000}
+  with open(tmp_path / 'log.txt', 'w') as log:
+    proc = _launch(data, xla_cache, tmp_path / 'w', extra, log)
+    try:
+      _wait_for(lambda: _train_losses(tmp_path / 'w'), proc, 300)
+      proc.send_signal(signal.SIGTERM)
+      assert proc.wait(120) == 0
+    finally:
+      if proc.poll() is None:
+        proc.kill()
+  saved = os.listdir(tmp_path / 'w' / 'checkpoints')
+  assert len(saved) == 1 and 0 < int(saved[0]) < 100_000
+  assert _committed(tmp_path / 'w', int(saved[0]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('get_config,arg', [
+    (single.get_config, 'parse_en,tiny'),
+    (table3.get_config, 'parse+imagenet,tiny'),
+    (table4.get_config, 'no_moe,tiny'),
+    (table4.get_config, 'no_attention,tiny')])
+def test_experiment_configs_train(data, xla_cache, tmp_path, get_config, arg):
+  config = _config(data, get_config(arg),
+                   {'train.num_train_steps': 2, 'eval.splits': ()})
+  out = loop.train_and_evaluate(config, str(tmp_path))
+  assert out['step'] == 2 and np.isfinite(out['loss'])
