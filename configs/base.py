@@ -55,6 +55,19 @@ def split_arg(arg, choices, where: str):
   return parts[0], parts[1] if len(parts) == 2 else 'tiny'
 
 
+def override(config, overrides):
+  """Sets dotted keys (``{'train.num_train_steps': 5}``) on ``config``, which
+  may be locked (it is returned locked); an unknown key raises naming it."""
+  config = config.unlock() if hasattr(config, 'unlock') else config
+  for key, value in overrides.items():
+    *parents, leaf = key.split('.')
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config.lock()
+
+
 def model_config(size='tiny', single_task=False):
   """The model section for a size (SPEC §3)."""
   s = SIZES[size]

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 
+from configs import base
 from configs import single
 from mm_jax import sharding
 import mm_jax
@@ -41,14 +42,7 @@ OVERRIDES = {
 
 
 def _config(overrides):
-  config = single.get_config('translate_en_de,tiny').unlock()
-  for key, value in overrides.items():
-    *parents, leaf = key.split('.')
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config.lock()
+  return base.override(single.get_config('translate_en_de,tiny'), overrides)
 
 
 def _flag(key, value):

@@ -19,6 +19,7 @@ from jax.experimental.compilation_cache import compilation_cache
 import numpy as np
 import pytest
 
+from configs import base
 from configs import joint8
 from configs import single
 from configs import table3
@@ -69,15 +70,7 @@ def data(tmp_path_factory):
           'data.vocab_path': vocab.path, 'model.vocab_size': vocab.size}
 
 
-def _apply(config, overrides):
-  config = config.unlock() if hasattr(config, 'unlock') else config
-  for key, value in overrides.items():
-    *parents, leaf = key.split('.')
-    node = config
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config.lock()
+_apply = base.override
 
 
 def _config(data, base_config, overrides=None):
