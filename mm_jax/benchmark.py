@@ -140,6 +140,7 @@ def bench_train_steps(config, tasks, steps: int, warmup: int,
                    donate_argnums=0)
       start = time.perf_counter()
       lowered = fn.lower(state, dev_batch)
+      lower_s = time.perf_counter() - start
       compiled = lowered.compile()
       compile_s = time.perf_counter() - start
       holder = [state]
@@ -154,7 +155,7 @@ def bench_train_steps(config, tasks, steps: int, warmup: int,
       # (cuBLAS/cuDNN) and undercounted ~15x on an H200.
       flops = _flops(lowered) or _flops(compiled)
       results[name] = {
-          'compile_s': compile_s, 'step_s': step_s,
+          'compile_s': compile_s, 'lower_s': lower_s, 'step_s': step_s,
           'examples_per_s': config.data.batch_size / step_s,
           'tokens_per_s': _tokens(batch) / step_s,
           'flops_per_step': flops,

@@ -33,6 +33,9 @@ def test_reporter_writes_jsonl_and_event_files(tmp_path):
         {'step': 20, 'loss': 2.0}]
   events = glob.glob(os.path.join(workdir, 'events.out.tfevents*'))
   assert len(events) == 1 and os.path.getsize(events[0]) > 0
+  with open(os.path.join(workdir, reporting.LOAD_FILE)) as f:
+    assert [json.loads(line) for line in f] == [
+        {'step': 20, 'moe_load/encoder_0': [0.1, 0.4, 0.5]}]
 
 
 def test_reporter_appends_and_truncates_on_resume(tmp_path):
@@ -40,12 +43,16 @@ def test_reporter_appends_and_truncates_on_resume(tmp_path):
   with reporting.Reporter(workdir, 100, True, asynchronous=False) as rep:
     for step in (10, 20, 30):
       rep.write_scalars(step, {'loss': float(step)})
+      rep.write_histograms(step, {'moe_load/x': np.array([step, 0.])})
   # Resumed from the checkpoint at step 20: step 30 is trained again.
   with reporting.Reporter(workdir, 100, True, asynchronous=False) as rep:
     rep.truncate_after(20)
     rep.write_scalars(30, {'loss': 3.0})
   assert [(l['step'], l['loss']) for l in _lines(workdir)] == [
       (10, 10.0), (20, 20.0), (30, 3.0)]
+  with open(os.path.join(workdir, reporting.LOAD_FILE)) as f:
+    assert [json.loads(line)['moe_load/x'] for line in f] == [
+        [10.0, 0.0], [20.0, 0.0]]
 
 
 def test_non_primary_writes_no_files(tmp_path):

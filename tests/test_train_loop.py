@@ -14,11 +14,10 @@ import subprocess
 import sys
 import time
 
-import jax
-from jax.experimental.compilation_cache import compilation_cache
 import numpy as np
 import pytest
 
+import conftest
 from configs import base
 from configs import joint8
 from configs import single
@@ -29,62 +28,12 @@ from mm_jax.data import sources
 from mm_jax.train import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Dotted overrides shared by the in-process and command-line runs.
-SMALL = {
-    'data.tiny.num_train': 64, 'data.tiny.num_eval': 16,
-    'data.tiny.num_speech_train': 16, 'data.batch_size': 8,
-    'data.length_buckets': (), 'data.audio_frame_buckets': (),
-    'model.d_model': 32, 'model.num_heads': 2, 'model.moe.num_experts': 4,
-    'model.moe.hidden': 32, 'model.num_encoder_blocks_before_moe': 1,
-    'model.num_encoder_blocks_after_moe': 1,
-    'model.num_decoder_blocks_before_moe': 1,
-    'model.num_decoder_blocks_after_moe': 1,
-    'model.image_entry_filters': (8, 8, 16, 16),
-    'eval.batch_size': 8, 'eval.max_batches': 1, 'eval.max_decode_length': 16,
-    'eval.num_samples': 2, 'train.log_every': 1, 'train.checkpoint_every': 2,
-    'train.eval_every': 1000,
-}
+SMALL = conftest.SMALL
+_apply = base.override
+_config = conftest.small_config
+_flags = conftest.small_flags
 TEXT2 = {'data.mixture.translate_en_de': 1.0, 'data.mixture.translate_de_en': 1.0,
          'data.mixing': 'adaptive', 'eval.splits': ()}
-
-
-@pytest.fixture(scope='module')
-def xla_cache(tmp_path_factory):
-  """A persistent compilation cache for this module and its subprocesses."""
-  path = str(tmp_path_factory.mktemp('xla_cache'))
-  old = jax.config.jax_compilation_cache_dir
-  jax.config.update('jax_compilation_cache_dir', path)
-  compilation_cache.reset_cache()
-  yield path
-  jax.config.update('jax_compilation_cache_dir', old)
-  compilation_cache.reset_cache()
-
-
-@pytest.fixture(scope='module')
-def data(tmp_path_factory):
-  """Small tiny-suite data of all eight tasks and their vocabulary."""
-  config = _apply(joint8.get_config('tiny'), SMALL)
-  config.data.data_dir = str(tmp_path_factory.mktemp('data'))
-  vocab = prepare.ensure_prepared(config.data)
-  return {'data.data_dir': config.data.data_dir,
-          'data.vocab_path': vocab.path, 'model.vocab_size': vocab.size}
-
-
-_apply = base.override
-
-
-def _config(data, base_config, overrides=None):
-  """base_config shrunk (SMALL), on the test data, with dotted overrides."""
-  return _apply(base_config, {**SMALL, **data, **(overrides or {})})
-
-
-def _flags(data, extra):
-  """The same overrides as ``--config.<key>=<value>`` flags."""
-  def text(v):
-    return ('(' + ','.join(map(str, v)) + (',)' if len(v) == 1 else ')')
-            if isinstance(v, tuple) else str(v))
-  return [f'--config.{k}={text(v)}' for k, v in {**SMALL, **data,
-                                                  **extra}.items()]
 
 
 def _text2_config(data, steps):

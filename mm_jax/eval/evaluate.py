@@ -76,7 +76,16 @@ def process_sum(x: np.ndarray) -> np.ndarray:
 
 
 def default_decode_fn(model, task, eval_cfg) -> DecodeFn:
-  """Beam search (text outputs) or top-5 classes (class outputs)."""
+  """Beam search (text outputs; greedy search when ``eval_cfg.beam_size`` is
+  1) or top-5 classes (class outputs). Text results are ``[B, K, T]``."""
+  if task.output_modality == 'text' and int(eval_cfg.beam_size) == 1:
+    def decode_greedy(params, batch):
+      ids, scores = decode.greedy_decode(
+          model, params, batch, input_modality=task.input_modality,
+          max_length=int(eval_cfg.max_decode_length),
+          length_penalty=float(eval_cfg.length_penalty))
+      return ids[:, None], scores[:, None]
+    return decode_greedy
   if task.output_modality == 'text':
     def decode_text(params, batch):
       return decode.beam_search(

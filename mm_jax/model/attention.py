@@ -109,6 +109,7 @@ class AttentionBlock(nn.Module):
   epsilon: float = 1e-6
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  impl: str = 'auto'           # depthwise implementation (conv.SepConv.impl)
 
   @nn.compact
   def __call__(self, x: jax.Array, source: jax.Array,
@@ -119,7 +120,8 @@ class AttentionBlock(nn.Module):
     for i, (kernel, dilation) in enumerate(self.convs):
       h = conv.ConvStep(d, (kernel,), (dilation,), padding='CAUSAL',
                         epsilon=self.epsilon, dtype=self.dtype,
-                        param_dtype=self.param_dtype, name=f'conv_{i}')(h)
+                        param_dtype=self.param_dtype, impl=self.impl,
+                        name=f'conv_{i}')(h)
     attended = MultiHeadAttention(self.num_heads, self.projections, self.dtype,
                                   self.param_dtype, name='attention')(
                                       h, source, source_mask)

@@ -30,6 +30,10 @@ def _common(cfg):
               param_dtype=layers.dtype(cfg.param_dtype))
 
 
+def _conv_common(cfg):
+  return dict(impl=cfg.depthwise_impl, **_common(cfg))
+
+
 def _mixture(cfg, name, causal=False):
   """The MoE layer, or the dense FFN of the same active size (ablation)."""
   if not cfg.use_moe:
@@ -43,13 +47,13 @@ def _attention(cfg, name):
   return attention.AttentionBlock(
       cfg.attention_conv, cfg.num_heads, cfg.attention_projections,
       cfg.timing_max_timescale, cfg.layer_norm_epsilon, name=name,
-      **_common(cfg))
+      **_conv_common(cfg))
 
 
 def _conv_block(cfg, steps, causal, name):
   return conv.ConvBlock(steps, causal=causal, dropout=cfg.dropout,
                         epsilon=cfg.layer_norm_epsilon, name=name,
-                        **_common(cfg))
+                        **_conv_common(cfg))
 
 
 def masked_mean(x: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
@@ -100,7 +104,7 @@ class Mixer(nn.Module):
     kernel, dilation = cfg.mixer_conv
     return conv.ConvStep(d, (kernel,), (dilation,), padding='CAUSAL',
                          epsilon=cfg.layer_norm_epsilon, name='conv',
-                         **_common(cfg))(both)                      # [B, T, D]
+                         **_conv_common(cfg))(both)                      # [B, T, D]
 
 
 class Decoder(nn.Module):

@@ -110,8 +110,10 @@ class MultiModel(nn.Module):
     if target_mask is None:
       target_mask = targets != self.cfg.pad_id
     emb = self.language.embed_targets(targets)                      # [B, T, D]
-    shifted = task_token.shift_right_with_task(
-        emb, self.task_token(target_space))
+    task = self.task_token(target_space)                            # [B, 1, D]
+    shifted = task_token.shift_right_with_task(emb, task)
+    if self.cfg.task_token_every_position:
+      shifted = shifted.at[:, 1:].add(task.astype(shifted.dtype))
     x = self.mixer(shifted, encoded, encoded_mask)
     x = self.decoder(x, encoded, encoded_mask, target_mask, train=train)
     return self.language.logits(x)

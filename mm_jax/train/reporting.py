@@ -2,8 +2,11 @@
 
 ``Reporter`` writes scalars to TensorBoard event files and the console (clu's
 default writer) and appends one JSON line per ``write_scalars`` call to
-``<workdir>/metrics.jsonl`` (``{"step": s, **scalars}``). Only the primary
-process writes files; the others only log.
+``<workdir>/metrics.jsonl`` (``{"step": s, **scalars}``); histograms (the
+expert load ``moe_load/<task>/<layer>`` [E]) go to TensorBoard and, as lists,
+to ``<workdir>/expert_load.jsonl`` (``{"step": s, name: [...]}``), which
+notebooks and ``launch/reproduce.py`` plot. Only the primary process writes
+files; the others only log.
 
 The NaN guard: ``check_finite`` raises ``FloatingPointError`` naming the step
 and task. It works on host values; ``LaggedMetrics`` fetches each step's
@@ -23,6 +26,7 @@ import jax
 import numpy as np
 
 METRICS_FILE = 'metrics.jsonl'
+LOAD_FILE = 'expert_load.jsonl'
 
 
 def format_seconds(seconds: float) -> str:
@@ -65,6 +69,7 @@ class Reporter:
         workdir, just_logging=not is_primary, asynchronous=asynchronous)
     self._jsonl_path = os.path.join(workdir, METRICS_FILE)
     self._jsonl = open(self._jsonl_path, 'a') if is_primary else None
+    self._load_path = os.path.join(workdir, LOAD_FILE)
     self._last = None                  # (step, time.monotonic()) of progress
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
@@ -82,8 +87,13 @@ class Reporter:
   def write_histograms(self, step: int, arrays: Mapping[str, Any],
                        num_buckets: Optional[Mapping[str, int]] = None):
     """Writes histograms of host arrays (e.g. expert load ``[E]``)."""
-    self._writer.write_histograms(
-        step, {k: np.asarray(v) for k, v in arrays.items()}, num_buckets)
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    self._writer.write_histograms(step, arrays, num_buckets)
+    if self.is_primary:
+      with open(self._load_path, 'a') as f:
+        f.write(json.dumps({'step': int(step), **{
+            k: [float(x) for x in v.ravel()] for k, v in arrays.items()}})
+                + '\n')
 
   def progress(self, step: int) -> dict:
     """Logs steps/s and ETA since the previous call; returns the rate.
@@ -116,23 +126,19 @@ class Reporter:
     return table
 
   def truncate_after(self, step: int) -> None:
-    """Drops ``metrics.jsonl`` lines past ``step`` (call after a resume).
+    """Drops ``metrics.jsonl`` and ``expert_load.jsonl`` lines past ``step``
+    (call after a resume).
 
     Steps between the restored checkpoint and an interruption are trained
-    again; this keeps one line per step in the file.
+    again; this keeps one line per step in the files.
     """
     if self._jsonl is None:
       return
     self._jsonl.close()
-    with open(self._jsonl_path) as f:
-      lines = [line for line in f if line.strip()]
-    kept = [line for line in lines if json.loads(line)['step'] <= step]
-    with open(self._jsonl_path, 'w') as f:
-      f.writelines(kept)
+    for path in (self._jsonl_path, self._load_path):
+      if os.path.exists(path):
+        _truncate(path, step)
     self._jsonl = open(self._jsonl_path, 'a')
-    if len(kept) < len(lines):
-      logging.info('Dropped %d lines past step %d from %s.',
-                   len(lines) - len(kept), step, self._jsonl_path)
 
   def flush(self) -> None:
     self._writer.flush()
@@ -150,6 +156,17 @@ class Reporter:
 
   def __exit__(self, *exc):
     self.close()
+
+
+def _truncate(path: str, step: int) -> None:
+  with open(path) as f:
+    lines = [line for line in f if line.strip()]
+  kept = [line for line in lines if json.loads(line)['step'] <= step]
+  with open(path, 'w') as f:
+    f.writelines(kept)
+  if len(kept) < len(lines):
+    logging.info('Dropped %d lines past step %d from %s.',
+                 len(lines) - len(kept), step, path)
 
 
 def check_finite(step: int, task: str, metrics: Mapping[str, Any], *,

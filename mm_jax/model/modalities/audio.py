@@ -94,7 +94,8 @@ class AudioEntry(nn.Module):
     mask = mask.astype(bool)
     dtype = layers.dtype(cfg.dtype)
     common = dict(epsilon=cfg.layer_norm_epsilon, dtype=dtype,
-                  param_dtype=layers.dtype(cfg.param_dtype))
+                  param_dtype=layers.dtype(cfg.param_dtype),
+                  impl=cfg.depthwise_impl)
     # A waveform has one "bin": a 3-wide frequency kernel would only waste
     # parameters on zero padding.
     kernel = (3, 3) if m > 1 else (3, 1)

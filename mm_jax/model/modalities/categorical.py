@@ -62,7 +62,8 @@ class ClassOutput(nn.Module):
     w1, w2, w3 = exit_widths(d, cfg.class_exit_multipliers)
     dtype = layers.dtype(cfg.dtype)
     common = dict(epsilon=cfg.layer_norm_epsilon, dtype=dtype,
-                  param_dtype=layers.dtype(cfg.param_dtype))
+                  param_dtype=layers.dtype(cfg.param_dtype),
+                  impl=cfg.depthwise_impl)
     wide = dict(logical_in=axes.CHANNELS, logical_out=axes.CHANNELS, **common)
     from_d = dict(logical_in=axes.EMBED, logical_out=axes.CHANNELS, **common)
 

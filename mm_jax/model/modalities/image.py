@@ -108,7 +108,7 @@ class ImageEntry(nn.Module):
     x = standardize(images).astype(common['dtype'])
     if self.separable_stem:
       stem = dict(logical_in=axes.CHANNELS, logical_out=axes.CHANNELS,
-                  **common)
+                  impl=cfg.depthwise_impl, **common)
       x = conv.ConvStep(filters[0], (3, 3), strides=(2, 2), relu=False,
                         name='stem_0', **stem)(x)
       x = conv.ConvStep(filters[1], (3, 3), name='stem_1', **stem)(x)
@@ -119,7 +119,7 @@ class ImageEntry(nn.Module):
     widths = [min(f, d) for f in filters[2:]] + [d]
     for i, width in enumerate(widths):
       x, _ = conv.ConvRes(width, (3, 3), strides=(2, 2), name=f'res_{i}',
-                          **common)(x)
+                          impl=cfg.depthwise_impl, **common)(x)
     return nn.with_logical_constraint(x, (axes.BATCH, None, None, axes.EMBED))
 
   def sequence(self, images: jax.Array

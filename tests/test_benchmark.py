@@ -1,0 +1,57 @@
+"""The benchmark harness at tiny size: every JSON field is there and sane."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+import conftest
+from configs import joint8
+from mm_jax import benchmark
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TASKS = ('translate_en_de', 'imagenet')
+
+
+def test_benchmark_json_fields(data):
+  config = conftest.small_config(data, joint8.get_config('tiny'))
+  result = benchmark.run(config, steps=2, warmup=1, input_steps=2,
+                         moe_tokens=512, tasks=TASKS)
+  json.dumps(result)                                      # JSON-able
+  assert result['device'].startswith('cpu') and result['dtype'] == 'float32'
+  assert result['batch_size'] == 8 and result['num_devices'] >= 1
+  assert result['peak']['peak_flops_per_s'] > 0
+  assert sorted(result['train']) == sorted(TASKS)
+  for name, r in result['train'].items():
+    assert 0 < r['lower_s'] <= r['compile_s'], name
+    assert r['step_s'] > 0 and r['flops_per_step'] > 0, name
+    np.testing.assert_allclose(r['examples_per_s'], 8 / r['step_s'])
+    assert 0 < r['mfu'] < 1 and r['memory_bytes'] > 0, name
+  assert result['train']['translate_en_de']['batch_shapes']['targets'] == [
+      8, 64]
+  assert 0 < result['mfu_all_tasks'] < 1
+  moe = result['moe']
+  assert moe['tokens'] == 512
+  np.testing.assert_allclose(moe['moe_over_dense'],
+                             moe['moe_s'] / moe['dense_ffn_s'])
+  np.testing.assert_allclose(moe['capacity_over_reference'],
+                             moe['moe_s'] / moe['dense_reference_s'])
+  for name in TASKS:
+    inp = result['input'][name]
+    assert inp['examples_per_s'] > 0 and 0 < inp['fill'] <= 1
+    np.testing.assert_allclose(
+        inp['over_train_consumption'],
+        inp['examples_per_s'] / result['train'][name]['examples_per_s'])
+  table = benchmark.format_table(result)
+  assert 'translate_en_de' in table and 'MoE vs dense FFN' in table
+
+
+def test_benchmark_command_rejects_a_missing_config(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, os.path.join(REPO, 'launch', 'benchmark.py'),
+       f'--output={tmp_path / "b.json"}'], cwd=REPO, capture_output=True,
+      text=True, timeout=120, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert proc.returncode != 0
+  assert '--config=configs/joint8.py:tiny' in proc.stderr
