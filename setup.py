@@ -25,12 +25,12 @@ INSTALL_REQUIRES = [
     'espeakng-loader>=0.2.4',  # ships libespeak-ng + voices: tiny speech task.
     'numpy>=1.26',
     'pillow>=10',              # image decoding / drawing in the tiny suite.
+    'matplotlib>=3.8',         # launch/reproduce.py and the notebook plot.
 ]
 
 EXTRAS = {
     'test': ['pytest>=8', 'pytest-xdist>=3.5', 'nbclient>=0.10',
-             'ipykernel>=6', 'matplotlib>=3.8'],
-    'plots': ['matplotlib>=3.8'],
+             'ipykernel>=6'],
 }
 
 setuptools.setup(

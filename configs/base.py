@@ -104,6 +104,12 @@ def model_config(size='tiny', single_task=False):
   m.num_heads = s['num_heads']
   m.attention_projections = True         # False + 1 head == paper-time T2T
   m.use_attention = True                 # Table 4 ablation switch
+  # LayerNorm on the encoder output (not in the paper): without it the
+  # residual sums of 24 ConvSteps reach RMS ~5, every decoder attention block
+  # LN(x + attention) is dominated by the encoder side, the task token and
+  # the previous targets are washed out, and joint training stalls
+  # (BUILD_NOTES "The tiny demo"). False gives the paper's encoder.
+  m.encoder_output_norm = True
   m.use_moe = True                       # Table 4 ablation switch (dense FFN)
   m.timing_max_timescale = 1.0e4
   # Depthwise convolutions: 'auto' (shift-and-add or banded matmuls on CPU,

@@ -33,5 +33,5 @@ python launch/train.py --config=configs/joint8.py:tiny --workdir="$WORKDIR" \
   /^Traceback|^[EF][0-9][0-9][0-9][0-9] / { quiet = 0 }
   !quiet && !/^WARNING: All log messages|oneDNN/ { print; fflush() }'
 python -m mm_jax.eval.summary --workdir="$WORKDIR" 2>&1 |
-  grep -v '^[IW][0-9]\{4\} \|^WARNING: All log\|oneDNN'
+  grep -v '^[IW][0-9]\{4\} \|^WARNING: All log\|^WARNING:absl\|oneDNN'
 echo "TensorBoard logs: tensorboard --logdir=$WORKDIR"

@@ -1,8 +1,8 @@
 r"""Reproduces the paper's Tables 2, 3 and 4 on the built-in tiny suite.
 
-  python launch/reproduce.py --suite=tiny                  # about an hour on
+  python launch/reproduce.py --suite=tiny                  # ~30 min on
                                                            # 2 CPU cores
-  python launch/reproduce.py --suite=tiny --tables=table3 --steps=200
+  python launch/reproduce.py --suite=tiny --tables=table3 --steps=100
 
 Trains the nine runs the tables need (joint 8-task, four single-task runs,
 parsing alone / with ImageNet, no MoE, no attention; see
@@ -23,7 +23,7 @@ from mm_jax import reproduce
 _SUITE = flags.DEFINE_enum(
     'suite', 'tiny', ['tiny'], 'Dataset suite. Only the built-in tiny suite: '
     'the real-data tables need TPU/GPU runs of the config files (README).')
-_STEPS = flags.DEFINE_integer('steps', 300, 'Train steps of every run.')
+_STEPS = flags.DEFINE_integer('steps', 150, 'Train steps of every run.')
 _TABLES = flags.DEFINE_list('tables', list(reproduce.TABLES),
                             'Which tables: table2, table3, table4.')
 _RESULTS = flags.DEFINE_string('results', 'results/tiny',

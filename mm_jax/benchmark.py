@@ -62,18 +62,19 @@ def peak_matmul_flops(dtype: str, n: Optional[int] = None,
 
 def synthetic_batch(config, task: registry.Task, batch_size: int,
                     seed: int = 0) -> Dict[str, np.ndarray]:
-  """A full batch of the task's largest bucket shapes, random content."""
+  """A full batch of the task's largest shapes (the pipeline's largest
+  bucket is always the maximum length), random content."""
   rng = np.random.RandomState(seed)
   d, m = config.data, config.model
   b = batch_size
   if task.input_modality == 'text':
     batch = {'inputs': rng.randint(3, m.vocab_size,
-                                   (b, max(d.length_buckets))).astype(np.int32)}
+                                   (b, d.max_input_length)).astype(np.int32)}
   elif task.input_modality == 'image':
     batch = {'inputs': rng.uniform(0, 255, (b, d.image_size, d.image_size, 3)
                                    ).astype(np.float32)}
   else:
-    frames = max(d.audio_frame_buckets)
+    frames = d.audio_max_frames
     batch = {'inputs': rng.randn(b, frames, m.audio_mel_bins,
                                  m.audio_channels).astype(np.float32),
              'inputs_mask': np.ones((b, frames), bool)}
@@ -81,7 +82,7 @@ def synthetic_batch(config, task: registry.Task, batch_size: int,
     batch['targets'] = rng.randint(0, m.num_classes, (b,)).astype(np.int32)
   else:
     batch['targets'] = rng.randint(3, m.vocab_size,
-                                   (b, max(d.length_buckets))).astype(np.int32)
+                                   (b, d.max_target_length)).astype(np.int32)
     batch['target_space'] = np.full(
         (b,), registry.TARGET_SPACES[task.target_space], np.int32)
   return batch

@@ -2,7 +2,7 @@
 
   from mm_jax import reproduce
   summary = reproduce.run_all('results/tiny', workroot='/tmp/mm_reproduce',
-                              steps=300)
+                              steps=150)
 
 Runs (each once, shared between tables; every run trains ``steps`` steps
 with the same batch size, so a single-task run sees its task 8x as often as
@@ -287,7 +287,7 @@ def hardware() -> str:
 
 
 def run_all(results_dir: str, *, workroot: str, size: str = 'tiny',
-            steps: int = 300, tables: Sequence[str] = tuple(TABLES),
+            steps: int = 150, tables: Sequence[str] = tuple(TABLES),
             overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
   """Runs what ``tables`` need and writes the results folder.
 

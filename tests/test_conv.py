@@ -77,3 +77,16 @@ def test_sepconv_impls_agree_inside_the_module():
   for impl, y in outs.items():
     np.testing.assert_allclose(y, outs['xla'], rtol=1e-5, atol=1e-5,
                                err_msg=impl)
+
+
+def test_shift_sums_bfloat16_taps_in_float32():
+  x = jax.random.normal(jax.random.key(5), (2, 40, 8)).astype(jnp.bfloat16)
+  w = jax.random.normal(jax.random.key(6), (31, 1, 8)).astype(jnp.bfloat16)
+  kw = dict(strides=(1,), pads=[(30, 0)], dilation=(1,))
+  y = conv.depthwise_conv(x, w, impl='shift', **kw)
+  assert y.dtype == jnp.bfloat16
+  want = conv.depthwise_conv(x.astype(jnp.float32), w.astype(jnp.float32),
+                             impl='shift', **kw)
+  # One bfloat16 rounding of the result, not 31 roundings of partial sums.
+  np.testing.assert_allclose(np.asarray(y, np.float32), want,
+                             rtol=2 ** -8, atol=1e-2)

@@ -243,3 +243,18 @@ def test_init_under_every_sharding_preset(preset):
     shapes = jax.eval_shape(
         lambda: nn.unbox(mm_jax.init_variables(model, jax.random.key(0))))
   assert 'encoder' in shapes['params']
+
+
+@pytest.mark.parametrize('norm', [True, False])
+def test_encoder_output_norm_switch(norm):
+  model = _model(encoder_output_norm=norm, **SHALLOW)
+  variables = mm_jax.init_variables(model, jax.random.key(0))
+  assert ('output_norm' in variables['params']['encoder']) == norm
+  x = 3.0 * jax.random.normal(jax.random.key(1), (2, 6, 128))
+  out = model.apply(variables, x, None, mutable=['moe'],
+                    method=lambda m, a, b: m.encoder(a, b))[0]
+  rms = np.sqrt(np.mean(np.square(np.asarray(out)), axis=-1))   # [B, L]
+  if norm:      # LayerNorm at init: scale 1, bias 0
+    np.testing.assert_allclose(rms, 1.0, rtol=1e-3)
+  else:         # residual sums of unit-scale steps: larger than 1 (~1.5-1.8)
+    assert rms.min() > 1.3

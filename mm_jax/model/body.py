@@ -82,6 +82,9 @@ class Encoder(nn.Module):
       j = i + cfg.num_encoder_blocks_before_moe
       x = _conv_block(cfg, cfg.encoder_conv, False, f'block_{j}')(
           x, mask, train=train)
+    if cfg.encoder_output_norm:
+      x = layers.LayerNorm(cfg.layer_norm_epsilon, **_common(cfg),
+                           name='output_norm')(x)
     return x
 
 

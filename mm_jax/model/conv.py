@@ -147,13 +147,17 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
          for n, k, d, s in zip(x.shape[1:-1], taps, dilation, strides)]
   if impl == 'banded' and nd == 1 and strides[0] == 1:
     return _banded(x, kernel[:, 0], dilation[0], out[0])
+  # Sum the taps in float32 (bfloat16 inputs too, like a convolution's
+  # accumulator); XLA fuses the chain, so the wider sum costs no memory.
+  acc = jnp.promote_types(x.dtype, jnp.float32)
   y = None
   for index in np.ndindex(*taps):
     window = tuple(slice(i * d, i * d + (o - 1) * s + 1, s)
                    for i, d, o, s in zip(index, dilation, out, strides))
-    term = x[(slice(None),) + window] * kernel[index + (0,)]
+    term = (x[(slice(None),) + window].astype(acc) *
+            kernel[index + (0,)].astype(acc))
     y = term if y is None else y + term
-  return y
+  return y.astype(x.dtype)
 
 
 def _banded(x: jax.Array, taps: jax.Array, dilation: int, out: int
