@@ -145,3 +145,15 @@ def test_reproduce_runs_the_tables_at_reduced_size(data, xla_cache,
                             2, overrides)
   assert again['wall_seconds'] == out['results']['table3_parse'][
       'wall_seconds']
+
+
+def test_a_mixture_without_text_still_gets_a_vocabulary(data):
+  from configs import single  # pylint: disable=g-import-not-at-top
+  config = conftest.small_config(data, single.get_config('imagenet,tiny'),
+                                 {'data.vocab_path': ''})
+  vocab = prepare.ensure_prepared(config.data)
+  assert vocab.size > 10
+  real = conftest.small_config(data, single.get_config('imagenet,base'),
+                               {'data.vocab_path': ''})
+  with pytest.raises(ValueError, match='config.data.vocab_path'):
+    prepare.ensure_prepared(real.data)

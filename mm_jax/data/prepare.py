@@ -68,6 +68,19 @@ def ensure_prepared(data_cfg, report: Optional[Callable[[str], None]] = None
   tasks = enabled_tasks(data_cfg)
   if not tasks:
     raise ValueError('config.data.mixture gives no task a positive weight.')
+  text_tasks = [t for t in tasks if t.text_fields]
+  if not text_tasks and not data_cfg.vocab_path:
+    # No text to learn pieces from (e.g. ImageNet alone): the tiny suite
+    # builds the vocabulary of every text task in the mixture's table, so
+    # the checkpoint loads like any other; real data needs a given one.
+    if data_cfg.suite != 'tiny':
+      raise ValueError(
+          'None of the enabled tasks has text to build a vocabulary from ('
+          f'{[t.name for t in tasks]}); set config.data.vocab_path to an '
+          'existing SentencePiece model (e.g. the one of a joint run).')
+    text_tasks = [registry.get(n) for n in data_cfg.mixture
+                  if registry.get(n).text_fields]
+    tasks = tasks + text_tasks
   total = time.perf_counter()
   if data_cfg.suite == 'tiny':
     where = builders.tiny_data_dir(data_cfg)
@@ -84,7 +97,6 @@ def ensure_prepared(data_cfg, report: Optional[Callable[[str], None]] = None
     raise ValueError(f"config.data.suite must be 'tiny' or 'real', got "
                      f'{data_cfg.suite!r}.')
   start = time.perf_counter()
-  text_tasks = [t for t in tasks if t.text_fields]
   rec = vocab_lib.recipe(data_cfg, [t.name for t in text_tasks],
                          vocab_lib.MAX_EXAMPLES_PER_TASK)
   existed = os.path.exists(vocab_lib.vocab_path(data_cfg, rec))
