@@ -34,7 +34,6 @@ def get_config(arg=None):
     raise ValueError(f'configs/joint8.py: unknown arg {arg!r}; choose one of '
                      f'{SIZES}.')
   config = base.get_config(size)
-  for task in base.ALL_TASKS:
-    config.data.mixture[task] = float(task in base.PAPER_TASKS)
+  config.data.mixture.update(base.joint_mixture(size))
   config.data.mixing = 'fixed'          # one task per step, as the paper
   return config

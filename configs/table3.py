@@ -35,6 +35,9 @@ def get_config(arg=None):
   """arg: 'parse' | 'parse+imagenet' | 'all8', optionally ',<size>'."""
   variant, size = parse(arg)
   config = base.get_config(size)
-  for task in base.ALL_TASKS:
-    config.data.mixture[task] = float(task in VARIANTS[variant])
+  if variant == 'all8':   # the joint8 run's mixture
+    config.data.mixture.update(base.joint_mixture(size))
+  else:
+    for task in base.ALL_TASKS:
+      config.data.mixture[task] = float(task in VARIANTS[variant])
   return config

@@ -34,8 +34,7 @@ def get_config(arg=None):
   """arg: 'all' | 'no_moe' | 'no_attention', optionally ',<size>'."""
   variant, size = parse(arg)
   config = base.get_config(size)
-  for task in base.ALL_TASKS:
-    config.data.mixture[task] = float(task in base.PAPER_TASKS)
+  config.data.mixture.update(base.joint_mixture(size))
   for key, value in VARIANTS[variant].items():
     config.model[key] = value
   return config

@@ -38,14 +38,24 @@ from mm_jax.train import step as step_lib
 
 def _median_time(fn: Callable[[], Any], steps: int, warmup: int) -> float:
   """Median wall seconds of ``fn()`` (blocked on) over ``steps`` calls."""
+  return _median_times({'fn': fn}, steps, warmup)['fn']
+
+
+def _median_times(fns: Dict[str, Callable[[], Any]], steps: int,
+                  warmup: int) -> Dict[str, float]:
+  """Median wall seconds of each ``fn()``, the calls interleaved round-robin
+  so that a machine's drift (other jobs, clocks) hits every ``fn`` alike:
+  a ratio of two medians is then far steadier than from separate runs."""
   for _ in range(warmup):
-    jax.block_until_ready(fn())
-  times = []
+    for fn in fns.values():
+      jax.block_until_ready(fn())
+  times = {name: [] for name in fns}
   for _ in range(steps):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn())
+      times[name].append(time.perf_counter() - start)
+  return {name: statistics.median(t) for name, t in times.items()}
 
 
 def peak_matmul_flops(dtype: str, n: Optional[int] = None,
@@ -176,7 +186,7 @@ def bench_moe(config, tokens: int, steps: int, warmup: int
   x = jax.random.normal(jax.random.key(1), (tokens // 256, 256, m.d_model),
                         dtype)
 
-  def timed(module):
+  def compiled(module):
     params = jax.jit(lambda: module.init(jax.random.key(0), x,
                                          train=False)['params'])()
     params = nn.unbox(params)
@@ -185,16 +195,21 @@ def bench_moe(config, tokens: int, steps: int, warmup: int
       y, _ = module.apply({'params': p}, x, train=True, mutable=['moe'],
                           rngs={'gating': jax.random.key(2)})
       return jnp.mean(jnp.square(y.astype(jnp.float32)))
-    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
-    return _median_time(lambda: grad(params, x), steps, warmup)
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, x).compile()
+    return lambda: grad(params, x)
 
   moe_cfg = ml_collections.FrozenConfigDict(m.moe)
   dense_ref = ml_collections.FrozenConfigDict({**m.moe.to_dict(),
                                                'dispatch': 'dense'})
   kw = dict(dtype=dtype, epsilon=m.layer_norm_epsilon)
-  t_moe = timed(moe.MoE(moe_cfg, **kw))
-  t_dense_ffn = timed(moe.DenseFFN(moe_cfg, **kw))
-  t_reference = timed(moe.MoE(dense_ref, **kw))
+  # MoE and dense FFN interleaved (their ratio is the target); the dense
+  # all-experts reference is E/k times slower, so it is timed on its own.
+  pair = _median_times({'moe': compiled(moe.MoE(moe_cfg, **kw)),
+                        'dense': compiled(moe.DenseFFN(moe_cfg, **kw))},
+                       steps, warmup)
+  t_moe, t_dense_ffn = pair['moe'], pair['dense']
+  t_reference = _median_time(compiled(moe.MoE(dense_ref, **kw)), steps,
+                             warmup)
   return {'tokens': int(x.shape[0] * x.shape[1]), 'moe_s': t_moe,
           'dense_ffn_s': t_dense_ffn, 'moe_over_dense': t_moe / t_dense_ffn,
           'dense_reference_s': t_reference,

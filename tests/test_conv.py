@@ -1,5 +1,6 @@
 """Depthwise convolution: every implementation matches XLA's grouped conv."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -90,3 +91,18 @@ def test_shift_sums_bfloat16_taps_in_float32():
   # One bfloat16 rounding of the result, not 31 roundings of partial sums.
   np.testing.assert_allclose(np.asarray(y, np.float32), want,
                              rtol=2 ** -8, atol=1e-2)
+
+
+def test_conv_block_zero_scale_init_starts_as_identity_and_trains():
+  x = jax.random.normal(jax.random.key(0), (2, 9, 8))
+  block = conv.ConvBlock(((3, 1), (5, 2)), dropout=0.0, norm_scale_init=0.0)
+  params = nn.unbox(block.init(jax.random.key(1), x)['params'])
+  np.testing.assert_array_equal(block.apply({'params': params}, x), x)
+  assert float(params['step_0']['norm']['scale'].max()) == 0.0
+  # The scales get a gradient, so the branches open up in training.
+  grads = jax.grad(lambda p: jnp.sum(block.apply({'params': p}, x) ** 3))(
+      params)
+  assert float(jnp.abs(grads['step_1']['norm']['scale']).max()) > 0
+  live = conv.ConvBlock(((3, 1), (5, 2)), dropout=0.0)  # default scale 1
+  live_params = nn.unbox(live.init(jax.random.key(1), x)['params'])
+  assert not np.allclose(live.apply({'params': live_params}, x), x)

@@ -15,6 +15,10 @@ from mm_jax.model import body
 
 def _model(**overrides):
   config = base.get_config('tiny')
+  # Live residual branches at init: with the default (0) every ConvBlock is
+  # the identity until trained, and the causality and padding checks below
+  # would not exercise its convolutions.
+  config.model.conv_block_norm_scale_init = 1.0
   for key, value in overrides.items():
     section = config.model
     *parents, leaf = key.split('.')

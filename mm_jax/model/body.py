@@ -52,6 +52,7 @@ def _attention(cfg, name):
 
 def _conv_block(cfg, steps, causal, name):
   return conv.ConvBlock(steps, causal=causal, dropout=cfg.dropout,
+                        norm_scale_init=cfg.conv_block_norm_scale_init,
                         epsilon=cfg.layer_norm_epsilon, name=name,
                         **_conv_common(cfg))
 

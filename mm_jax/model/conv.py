@@ -218,6 +218,7 @@ class ConvStep(nn.Module):
   logical_in: str = axes.EMBED
   logical_out: str = axes.EMBED
   impl: str = 'auto'           # depthwise implementation (SepConv.impl)
+  norm_scale_init: float = 1.0  # initial LayerNorm scale (ConvBlock: 0)
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None):
@@ -231,18 +232,23 @@ class ConvStep(nn.Module):
                 param_dtype=self.param_dtype, logical_in=self.logical_in,
                 logical_out=self.logical_out, impl=self.impl, name='conv')(x)
     return layers.LayerNorm(self.epsilon, self.dtype, self.param_dtype,
-                            logical_axis=self.logical_out, name='norm')(y)
+                            logical_axis=self.logical_out,
+                            scale_init=self.norm_scale_init, name='norm')(y)
 
 
 class ConvBlock(nn.Module):
   """Residual stack of ConvSteps over a sequence, dropout at the end.
 
   ``steps`` is a sequence of ``(kernel, dilation)`` pairs (SPEC: four). Each
-  step is ``x = x + ConvStep(x)``.
+  step is ``x = x + ConvStep(x)``. ``norm_scale_init`` is the initial scale
+  of each step's LayerNorm: 0 starts every residual branch at zero, so a deep
+  stack starts as the identity (the "zero-gamma" initialisation of residual
+  networks; BUILD_NOTES "Zero-initialised residual branches" measures why).
   """
   steps: Sequence[Tuple[int, int]]
   causal: bool = False
   dropout: float = 0.1
+  norm_scale_init: float = 1.0
   epsilon: float = 1e-6
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
@@ -258,6 +264,7 @@ class ConvBlock(nn.Module):
                        padding='CAUSAL' if self.causal else 'SAME',
                        epsilon=self.epsilon, dtype=self.dtype,
                        param_dtype=self.param_dtype, impl=self.impl,
+                       norm_scale_init=self.norm_scale_init,
                        name=f'step_{i}')(x, mask)
     x = nn.Dropout(self.dropout)(x, deterministic=not train)
     return nn.with_logical_constraint(x, (axes.BATCH, axes.LENGTH, axes.EMBED))

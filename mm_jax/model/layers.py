@@ -13,18 +13,23 @@ def dtype(name) -> jnp.dtype:
 
 
 class LayerNorm(nn.Module):
-  """LayerNorm over the last axis, statistics in float32 (epsilon 1e-6)."""
+  """LayerNorm over the last axis, statistics in float32 (epsilon 1e-6).
+
+  ``scale_init`` is the initial value of the scale (1; 0 makes the layer
+  output its bias, zero, at initialisation: see ``ConvBlock``).
+  """
   epsilon: float = 1e-6
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   logical_axis: str = axes.EMBED
+  scale_init: float = 1.0
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """x: [..., D] -> [..., D] in ``dtype``."""
     d = x.shape[-1]
     scale = self.param('scale', nn.with_logical_partitioning(
-        nn.initializers.ones_init(), (self.logical_axis,)), (d,),
+        nn.initializers.constant(self.scale_init), (self.logical_axis,)), (d,),
                        self.param_dtype)
     bias = self.param('bias', nn.with_logical_partitioning(
         nn.initializers.zeros_init(), (self.logical_axis,)), (d,),
