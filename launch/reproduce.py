@@ -1,6 +1,6 @@
 r"""Reproduces the paper's Tables 2, 3 and 4 on the built-in tiny suite.
 
-  python launch/reproduce.py --suite=tiny                  # ~30 min on
+  python launch/reproduce.py --suite=tiny                  # ~45 min on
                                                            # 2 CPU cores
   python launch/reproduce.py --suite=tiny --tables=table3 --steps=100
 

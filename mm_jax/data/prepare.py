@@ -78,8 +78,8 @@ def ensure_prepared(data_cfg, report: Optional[Callable[[str], None]] = None
           'None of the enabled tasks has text to build a vocabulary from ('
           f'{[t.name for t in tasks]}); set config.data.vocab_path to an '
           'existing SentencePiece model (e.g. the one of a joint run).')
-    text_tasks = [registry.get(n) for n in data_cfg.mixture
-                  if registry.get(n).text_fields]
+    text_tasks = [t for t in map(registry.get, data_cfg.mixture)
+                  if t.text_fields]
     tasks = tasks + text_tasks
   total = time.perf_counter()
   if data_cfg.suite == 'tiny':
