@@ -34,6 +34,6 @@ def get_config(arg=None):
     raise ValueError(f'configs/joint8.py: unknown arg {arg!r}; choose one of '
                      f'{SIZES}.')
   config = base.get_config(size)
-  config.data.mixture.update(base.joint_mixture(size))
+  base.use_joint_mixture(config, size)
   config.data.mixing = 'fixed'          # one task per step, as the paper
   return config

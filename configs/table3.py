@@ -36,7 +36,7 @@ def get_config(arg=None):
   variant, size = parse(arg)
   config = base.get_config(size)
   if variant == 'all8':   # the joint8 run's mixture
-    config.data.mixture.update(base.joint_mixture(size))
+    base.use_joint_mixture(config, size)
   else:
     for task in base.ALL_TASKS:
       config.data.mixture[task] = float(task in VARIANTS[variant])

@@ -34,7 +34,7 @@ def get_config(arg=None):
   """arg: 'all' | 'no_moe' | 'no_attention', optionally ',<size>'."""
   variant, size = parse(arg)
   config = base.get_config(size)
-  config.data.mixture.update(base.joint_mixture(size))
+  base.use_joint_mixture(config, size)
   for key, value in VARIANTS[variant].items():
     config.model[key] = value
   return config

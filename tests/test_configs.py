@@ -61,14 +61,23 @@ def test_mixtures_and_switches():
   t3 = _module('table3')
   assert {t for t, w in t3.get_config('parse+imagenet').data.mixture.items()
           if w} == {'parse_en', 'imagenet'}
-  # Every joint 8-task run mixes alike: evenly at real sizes; the tiny demo
-  # gives ImageNet 4 of every 11 steps (BUILD_NOTES "The tiny demo").
-  for size, weights in (('base', 8.0), ('tiny', 11.0)):
-    mixtures = [dict(m.get_config(a).data.mixture) for m, a in (
+  # Every joint 8-task run mixes and weighs its losses alike: evenly and
+  # T2T's weights at real sizes; the tiny demo gives ImageNet 5 of every 12
+  # steps and captioning loss weight 0.1 (BUILD_NOTES "ImageNet in the joint
+  # run").
+  for size, weights, caption in (('base', 8.0, 1.0), ('tiny', 12.0, 0.1)):
+    configs = [m.get_config(a) for m, a in (
         (_module('joint8'), size), (t3, f'all8,{size}'),
         (_module('table4'), f'no_moe,{size}'))]
+    mixtures = [dict(c.data.mixture) for c in configs]
+    losses = [dict(c.task_loss_weights) for c in configs]
     assert mixtures[0] == mixtures[1] == mixtures[2]
+    assert losses[0] == losses[1] == losses[2]
     assert sum(mixtures[0].values()) == weights
+    assert losses[0] == {**base.TASK_LOSS_WEIGHTS, 'caption_en': caption}
+  # Single-task and the other Table 3 runs keep T2T's loss weights.
+  assert dict(t3.get_config('parse+imagenet').task_loss_weights) == (
+      base.TASK_LOSS_WEIGHTS)
   t4 = _module('table4')
   assert not t4.get_config('no_moe').model.use_moe
   assert not t4.get_config('no_attention').model.use_attention
