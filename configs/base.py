@@ -164,42 +164,26 @@ TASK_LOSS_WEIGHTS = {t: {'imagenet': 0.7, 'speech_en': 2.0}.get(t, 1.0)
                      for t in ALL_TASKS}
 
 
-def joint_mixture(size='tiny'):
-  """Task sampling weights of every joint 8-task run (joint8, table3 all8,
-  table4).
+def use_joint_mixture(config, size='tiny'):
+  """Sets the mixture and task loss weights of every joint 8-task run
+  (joint8, table3 all8, table4) on ``config`` (locked or not).
 
-  Even over the paper's eight tasks, except in the tiny demo, where ImageNet
-  gets five times the steps of each other task (5 of every 12): its
-  classifier needs several hundred steps, the text tasks far fewer
+  Real sizes: an even mixture over the paper's eight tasks with T2T's loss
+  weights (``TASK_LOSS_WEIGHTS``). The tiny demo gives ImageNet 5 of every 12
+  steps (its classifier needs several hundred steps, the text tasks far
+  fewer) and captioning loss weight 0.1: captioning shares the image entry
+  flow with ImageNet, and at weight 1 it held tiny ImageNet back (ImageNet
+  training NLL after 240 steps: 3.43 with captioning, 3.21 with captioning
+  at 0.1, 2.99 with a translation task instead), while at 0.1 captioning
+  itself learns as fast (Adam rescales the gradients of the decoder)
   (BUILD_NOTES "ImageNet in the joint run").
   """
-  weights = {t: float(t in PAPER_TASKS) for t in ALL_TASKS}
+  for task in ALL_TASKS:
+    config.data.mixture[task] = float(task in PAPER_TASKS)
+  config.task_loss_weights.update(TASK_LOSS_WEIGHTS)
   if size == 'tiny':
-    weights['imagenet'] = 5.0
-  return weights
-
-
-def joint_loss_weights(size='tiny'):
-  """Task loss weights of every joint 8-task run: T2T's
-  (``TASK_LOSS_WEIGHTS``), except in the tiny demo, where captioning gets
-  0.1. Captioning shares the image entry flow with ImageNet; at weight 1 it
-  held tiny ImageNet back (ImageNet training NLL after 240 steps: 3.43 with
-  captioning, 3.21 with captioning at 0.1, 2.99 with a translation task
-  instead), while at 0.1 captioning itself learns as fast (Adam rescales the
-  gradients of the decoder) (BUILD_NOTES "ImageNet in the joint run").
-  """
-  weights = dict(TASK_LOSS_WEIGHTS)
-  if size == 'tiny':
-    weights['caption_en'] = 0.1
-  return weights
-
-
-def use_joint_mixture(config, size='tiny'):
-  """Sets the joint run's mixture and loss weights on ``config`` (unlocked
-  or locked) and returns it."""
-  config.data.mixture.update(joint_mixture(size))
-  config.task_loss_weights.update(joint_loss_weights(size))
-  return config
+    config.data.mixture.imagenet = 5.0
+    config.task_loss_weights.caption_en = 0.1
 
 
 def data_config(size='tiny'):
