@@ -29,6 +29,8 @@ import numpy as np
 
 import mm_jax
 from mm_jax import sharding
+from mm_jax.data import pipeline
+from mm_jax.data import preprocess
 from mm_jax.data import registry
 from mm_jax.model import layers, moe
 from mm_jax.train import optim
@@ -81,7 +83,8 @@ def synthetic_batch(config, task: registry.Task, batch_size: int,
     batch = {'inputs': rng.randint(3, m.vocab_size,
                                    (b, d.max_input_length)).astype(np.int32)}
   elif task.input_modality == 'image':
-    batch = {'inputs': rng.uniform(0, 255, (b, d.image_size, d.image_size, 3)
+    size = preprocess.image_size_for(task, d)
+    batch = {'inputs': rng.uniform(0, 255, (b, size, size, 3)
                                    ).astype(np.float32)}
   else:
     frames = d.audio_max_frames
@@ -138,7 +141,8 @@ def bench_train_steps(config, tasks, steps: int, warmup: int,
     state, shardings = state_lib.create_train_state(config, model, mesh, tx)
     for name in tasks:
       task = registry.get(name)
-      batch = synthetic_batch(config, task, config.data.batch_size)
+      examples = pipeline.train_batch_size(name, config.data)
+      batch = synthetic_batch(config, task, examples)
       dev_batch = {k: jax.device_put(v, sharding.batch_sharding(mesh, rules,
                                                                 v.ndim))
                    for k, v in batch.items()}
@@ -167,7 +171,7 @@ def bench_train_steps(config, tasks, steps: int, warmup: int,
       flops = _flops(lowered) or _flops(compiled)
       results[name] = {
           'compile_s': compile_s, 'lower_s': lower_s, 'step_s': step_s,
-          'examples_per_s': config.data.batch_size / step_s,
+          'examples_per_s': examples / step_s,
           'tokens_per_s': _tokens(batch) / step_s,
           'flops_per_step': flops,
           'mfu': (flops / step_s / peak) if flops else None,

@@ -39,6 +39,8 @@ import numpy as np
 
 from configs import base
 from mm_jax.data import prepare
+from mm_jax.data import preprocess
+from mm_jax.data import registry
 from mm_jax.eval import chance
 from mm_jax.train import loop
 from mm_jax.train import reporting
@@ -280,6 +282,21 @@ def plot_expert_load(result, path: str) -> bool:
   return True
 
 
+def _batch_note(data_cfg) -> str:
+  """E.g. ', imagenet 4x at 32 px': tasks whose batch or image size is not
+  the config's common one."""
+  notes = []
+  for name in sorted(t for t, w in data_cfg.mixture.items() if w > 0):
+    task = registry.get(name)
+    mult = data_cfg.batch_size_multiplier.get(name, 1)
+    size = preprocess.image_size_for(task, data_cfg)
+    odd_size = task.input_modality == 'image' and size != data_cfg.image_size
+    if mult != 1 or odd_size:
+      notes.append(f', {name} {mult}x' + (f' at {size} px' if odd_size
+                                          else ''))
+  return ''.join(notes)
+
+
 def hardware() -> str:
   devices = jax.devices()
   return (f'{len(devices)} x {devices[0].device_kind} ({jax.default_backend()}'
@@ -307,7 +324,7 @@ def run_all(results_dir: str, *, workroot: str, size: str = 'tiny',
   levels = chance.chance_levels(joint, vocab)
   total = sum(r['wall_seconds'] for r in results.values())
   header = (f'## Paper tables on the tiny suite ({steps} steps per run, '
-            f'batch {joint.data.batch_size})\n\n'
+            f'batch {joint.data.batch_size}{_batch_note(joint.data)})\n\n'
             f'Hardware: {hardware()}. Runs took {total / 60:.0f} min in all '
             f'(this call {(time.perf_counter() - start) / 60:.0f} min); '
             f'generated {datetime.date.today().isoformat()} by '

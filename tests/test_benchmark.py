@@ -27,10 +27,14 @@ def test_benchmark_json_fields(data):
   for name, r in result['train'].items():
     assert 0 < r['lower_s'] <= r['compile_s'], name
     assert r['step_s'] > 0 and r['flops_per_step'] > 0, name
-    np.testing.assert_allclose(r['examples_per_s'], 8 / r['step_s'])
+    batch = 8 * config.data.batch_size_multiplier[name]   # imagenet: 4x
+    assert r['batch_shapes']['targets'][0] == batch, name
+    np.testing.assert_allclose(r['examples_per_s'], batch / r['step_s'])
     assert 0 < r['mfu'] < 1 and r['memory_bytes'] > 0, name
   assert result['train']['translate_en_de']['batch_shapes']['targets'] == [
       8, 64]
+  assert result['train']['imagenet']['batch_shapes']['inputs'] == [
+      32, 32, 32, 3]                  # tiny ImageNet: 4 x 8 images at 32 px
   assert 0 < result['mfu_all_tasks'] < 1
   moe = result['moe']
   assert moe['tokens'] == 512

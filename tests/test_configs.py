@@ -84,6 +84,22 @@ def test_mixtures_and_switches():
   assert t4.get_config('all').model.use_moe
 
 
+def test_tiny_imagenet_trains_at_32_px_on_4x_the_batch():
+  """Every tiny config, single-task too: same images per ImageNet step cost,
+  4x the images; captioning and the real sizes keep image_size and batch."""
+  from mm_jax.data import pipeline, preprocess, registry
+  imagenet, caption = registry.get('imagenet'), registry.get('caption_en')
+  for config in (_module('joint8').get_config('tiny'),
+                 _module('single').get_config('imagenet')):
+    assert preprocess.image_size_for(imagenet, config.data) == 32
+    assert preprocess.image_size_for(caption, config.data) == 64
+    assert pipeline.train_batch_size('imagenet', config.data) == 128
+    assert pipeline.train_batch_size('caption_en', config.data) == 32
+  real = _module('joint8').get_config('base').data
+  assert preprocess.image_size_for(imagenet, real) == 299
+  assert pipeline.train_batch_size('imagenet', real) == 256
+
+
 @pytest.mark.parametrize('name,arg', [('joint8', 'bogus'), ('single', 'x'),
                                       ('single', 'parse_en,huge'),
                                       ('table3', 'parse,tiny,extra'),

@@ -85,6 +85,7 @@ def _cfg(mixing='fixed', mixture=None, **overrides):
   d.max_target_length = 16
   d.length_buckets = (8, 16)
   d.image_size = 16
+  d.class_image_size = 0
   d.audio_max_frames = 40
   d.audio_frame_buckets = (16, 32)
   d.prefetch = 2
@@ -158,6 +159,24 @@ def test_batch_contract_shapes_dtypes_and_bounded_buckets():
     # Inputs take 3 lengths, targets 2: at most 6 text shapes, whatever data.
     assert len(shapes['tr']) <= 6 and len(shapes['cap']) <= 2
     assert len(shapes['cls']) == 1
+
+
+def test_class_image_size_and_batch_multiplier_shape_one_task_batches():
+  cfg = _cfg(class_image_size=8)
+  cfg.batch_size_multiplier = ml_collections.ConfigDict({'cls': 3})
+  with _iterator(cfg) as it:
+    shapes = {task: batch['inputs'].shape for task, batch in _take(it, 0, 24)}
+  assert shapes['cls'] == (12, 8, 8, 3)     # 3 x batch_size 4, at 8 px
+  assert shapes['cap'] == (4, 16, 16, 3)    # image -> text: image_size
+  assert shapes['tr'][0] == 4               # not listed: multiplier 1
+
+
+@pytest.mark.parametrize('mult', [0, 1.5])
+def test_bad_batch_multiplier_is_a_clear_error(mult):
+  cfg = _cfg()
+  cfg.batch_size_multiplier = ml_collections.ConfigDict({'cls': mult})
+  with pytest.raises(ValueError, match='batch_size_multiplier.cls'):
+    _iterator(cfg)
 
 
 def test_audio_batches_have_frame_buckets_and_masks():

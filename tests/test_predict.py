@@ -237,6 +237,21 @@ def test_classify_single_image_and_batch(predictor):
   assert [len(t) for t in predictor.classify(batch, top_k=2)] == [2, 2]
 
 
+def test_classify_reads_images_at_the_class_image_size(run, monkeypatch):
+  """Image -> class tasks see config.data.class_image_size, as in training;
+  captioning sees image_size."""
+  config = run['config'].copy_and_resolve_references()
+  config.data.class_image_size = 16
+  small = mm_jax.load(run['workdir'], config=config)
+  sizes = []
+  real = inputs_lib.image_array
+  monkeypatch.setattr(inputs_lib, 'image_array',
+                      lambda x, i, size: sizes.append(size) or real(x, i, size))
+  assert len(small.classify(_image(0), top_k=2)[0]) == 2
+  small.caption(_image(0))
+  assert sizes == [16, 32]
+
+
 def test_padding_and_chunks_do_not_change_results(run, predictor):
   images = [_image(i, (32 + 4 * i, 40, 3)) for i in range(3)]
   small = mm_jax.load(run['workdir'], max_batch_size=2)

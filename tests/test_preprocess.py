@@ -36,6 +36,7 @@ class FakeTask:
 def _data_cfg(**overrides):
   d = base.data_config('tiny')
   d.image_size = 16
+  d.class_image_size = 0      # classification at image_size too
   d.max_input_length = 12
   d.max_target_length = 10
   d.length_buckets = (4, 8, 16)

@@ -53,7 +53,7 @@ class BatchSpec:
     input_buckets: padded lengths of text inputs.
     target_buckets: padded lengths of text targets.
     frame_buckets: padded frame counts for audio inputs.
-    image_size: Y = X of image inputs.
+    image_size: Y = X of image inputs (``preprocess.image_size_for``).
     audio_channels: C of audio inputs (1, or 3 with deltas).
   """
   input_modality: str
@@ -83,7 +83,7 @@ class BatchSpec:
                                          int(data_cfg.max_target_length)),
         frame_buckets=effective_buckets(data_cfg.audio_frame_buckets,
                                         int(data_cfg.audio_max_frames)),
-        image_size=int(data_cfg.image_size),
+        image_size=preprocess.image_size_for(task, data_cfg),
         audio_channels=3 if data_cfg.audio_deltas else 1)
 
 

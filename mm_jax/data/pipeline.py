@@ -55,6 +55,17 @@ def local_batch_size(global_batch: int, process_count: int) -> int:
   return global_batch // process_count
 
 
+def train_batch_size(task_name: str, data_cfg, process_count: int = 1) -> int:
+  """This process's training batch of a task: ``data_cfg.batch_size`` times
+  the task's ``data_cfg.batch_size_multiplier`` (1 for a task not listed
+  there), divided over the processes."""
+  mult = data_cfg.batch_size_multiplier.get(task_name, 1)
+  if int(mult) != mult or mult < 1:
+    raise ValueError(f'config.data.batch_size_multiplier.{task_name} is '
+                     f'{mult!r}; use a whole number >= 1.')
+  return local_batch_size(int(data_cfg.batch_size) * int(mult), process_count)
+
+
 def _check_process(process_index: int, process_count: int) -> None:
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index {process_index} is not in '
@@ -222,7 +233,6 @@ def make_train_iterator(data_cfg, vocab, *, tasks=None, process_index=0,
     A ``TrainIterator`` yielding ``(task_name, batch)``.
   """
   _check_process(process_index, process_count)
-  batch = local_batch_size(int(data_cfg.batch_size), process_count)
   task_objs, weights = resolve_tasks(data_cfg, tasks)
   srcs = {t.name: task_source(t, 'train', data_cfg, sources)
           for t in task_objs}
@@ -238,7 +248,8 @@ def make_train_iterator(data_cfg, vocab, *, tasks=None, process_index=0,
         srcs[t.name], pre, name=t.name, seed=int(data_cfg.shuffle_seed),
         process_index=process_index, process_count=process_count)
     task_streams[t.name] = streams.TaskStream(
-        t.name, ds, batch_spec(t, data_cfg), batch,
+        t.name, ds, batch_spec(t, data_cfg),
+        train_batch_size(t.name, data_cfg, process_count),
         worker_count=int(data_cfg.worker_count))
   for name, p in mixture.probabilities().items():
     logging.info('Task %s: p=%.4f, %d train records.', name, p, sizes[name])

@@ -177,6 +177,14 @@ def audio_features(waveform, sample_rate: int, *, deltas: bool,
   return np.asarray(feats, np.float32)
 
 
+def image_size_for(task, data_cfg) -> int:
+  """Side of the square images ``task`` reads: ``data_cfg.class_image_size``
+  for image -> class tasks when set (non-zero), else ``data_cfg.image_size``."""
+  if task.output_modality == 'class' and int(data_cfg.class_image_size):
+    return int(data_cfg.class_image_size)
+  return int(data_cfg.image_size)
+
+
 class Preprocessor:
   """Turns one task's raw records into processed examples.
 
@@ -189,7 +197,7 @@ class Preprocessor:
     self.task = task
     self.vocab = vocab
     self.train = train
-    self.image_size = int(data_cfg.image_size)
+    self.image_size = image_size_for(task, data_cfg)
     self.max_input_length = int(data_cfg.max_input_length)
     self.max_target_length = int(data_cfg.max_target_length)
     self.audio_max_frames = int(data_cfg.audio_max_frames)

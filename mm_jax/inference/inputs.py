@@ -1,7 +1,9 @@
 """Raw user inputs -> processed examples -> padded, bucketed batches.
 
 The same preprocessing as evaluation (``mm_jax.data.preprocess``): images
-are centre-cropped and resized to ``config.data.image_size``; waveforms go
+are centre-cropped and resized to the task's size
+(``preprocess.image_size_for``: ``config.data.class_image_size`` for
+classification when set, else ``config.data.image_size``); waveforms go
 through ``audio.log_mel`` (resampled to 16 kHz, deltas as in training);
 text is tokenised with the run's vocabulary and ends with EOS.
 

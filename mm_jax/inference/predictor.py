@@ -27,6 +27,7 @@ import numpy as np
 from configs import base
 from mm_jax import decode
 from mm_jax import sharding
+from mm_jax.data import preprocess
 from mm_jax.data import registry
 from mm_jax.data import trees
 from mm_jax.data.tiny import vision
@@ -204,7 +205,7 @@ class Predictor:
                        f'{registry.names()}.')
     spec = registry.get(task)
     self._warn_untrained(task)
-    examples = self._examples(spec.input_modality, inputs, sample_rate)
+    examples = self._examples(spec, inputs, sample_rate)
     if spec.output_modality == 'class':
       k = _positive('top_k', top_k)
       if k > len(self.class_names):
@@ -231,14 +232,16 @@ class Predictor:
       logging.warning('Task %s had no weight in this run\'s mixture: the '
                       'model was not trained on it.', task)
 
-  def _examples(self, modality: str, inputs, sample_rate) -> list:
-    """Raw inputs -> processed examples (see inputs.py), validated."""
+  def _examples(self, task, inputs, sample_rate) -> list:
+    """Raw inputs of ``task`` (a registry Task) -> processed examples (see
+    inputs.py), validated."""
+    modality = task.input_modality
     if modality == 'text':
       items = inputs_lib.as_list(inputs, lambda x: isinstance(x, (str, bytes)))
       return [inputs_lib.text_ids(x, self.vocab, i)
               for i, x in enumerate(items)]
     if modality == 'image':
-      size = int(self.config.data.image_size)
+      size = preprocess.image_size_for(task, self.config.data)
       return [inputs_lib.image_array(x, i, size)
               for i, x in enumerate(inputs_lib.image_list(inputs))]
     if self.config.model.audio_input != 'spectrogram':
