@@ -19,14 +19,16 @@ WORKDIR=${WORKDIR:-/tmp/mm_jax_quickstart}
 # Show progress, compilations and evaluations, and any error or traceback;
 # the full log goes to TensorBoard and $WORKDIR/metrics.jsonl.
 # shellcheck disable=SC2086
-python launch/train.py --config=configs/joint8.py:tiny --workdir="$WORKDIR" \
+PYTHONUNBUFFERED=1 python launch/train.py --config=configs/joint8.py:tiny --workdir="$WORKDIR" \
   --config.train.num_train_steps="$STEPS" \
   --config.train.eval_every="$STEPS" ${MM_JAX_TRAIN_ARGS:-} 2>&1 | awk '
   /^[IW][0-9][0-9][0-9][0-9] / {
-    keep = $0 ~ /Compiled the|\] Step [0-9]+\/|Evaluated |Finished at step|Prepar/
+    keep = $0 ~ /Compiled the|\] Step [0-9]+\/|Evaluated |Finished at step|Prepar|is damaged|Taking over the lock/
     if (keep) {
       sub(/^[IW][0-9]+ [0-9:.]+ +[0-9]+ [^]]+\] /, "")
-      print substr($0, 1, 150); fflush()
+      if ($0 ~ /Compiled the|Evaluated |is damaged|Taking over/) print
+      else print substr($0, 1, 200)
+      fflush()
     }
     quiet = !keep; next
   }

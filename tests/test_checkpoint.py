@@ -1,6 +1,9 @@
 """Tests for mm_jax/train/checkpoint.py on a small fake TrainState sharded
 over 8 fake CPU devices."""
 
+import gc
+import glob
+import logging
 import os
 import signal
 import subprocess
@@ -228,6 +231,138 @@ def test_vocabulary_mismatch_is_refused(tmp_path):
     with pytest.raises(ValueError, match='trained with the vocabulary'):
       ckpt.restore_or_init(_abstract(state), lambda: state, init_from=run_a,
                            vocab_sha256='b' * 64)
+
+
+# ------------------------------------------------------ damaged checkpoints --
+
+DAMAGE_KINDS = ('truncated', 'deleted', 'garbled_json')
+
+
+def damage_checkpoint(step_dir, kind):
+  """Damages one file of checkpoint ``step_dir``: the state's data file
+  that every read goes through (the OCDBT index in ``state/d/``) cut to half
+  its size or deleted, or the meta / state metadata JSON garbled."""
+  step_dir = str(step_dir)
+  files = glob.glob(os.path.join(step_dir, 'state', 'd', '*'))
+  assert files, f'no OCDBT data file in {step_dir}/state/d (orbax layout?)'
+  largest = max(files, key=os.path.getsize)
+  if kind == 'truncated':
+    os.truncate(largest, os.path.getsize(largest) // 2)
+  elif kind == 'deleted':
+    os.remove(largest)
+  elif kind == 'garbled_json':
+    with open(os.path.join(step_dir, 'meta', 'metadata'), 'w') as f:
+      f.write('{"vocab_sha256": "a')
+  elif kind == 'garbled_state_metadata':
+    with open(os.path.join(step_dir, 'state', '_METADATA'), 'w') as f:
+      f.write('{"tree_metadata": ')
+  else:
+    raise ValueError(kind)
+
+
+def damage_warnings(caplog):
+  """The warnings about damaged checkpoints."""
+  return [r.getMessage() for r in caplog.records
+          if r.levelno >= logging.WARNING and ' is damaged (' in
+          r.getMessage()]
+
+
+@pytest.fixture
+def asyncio_noise(monkeypatch, capfd):
+  """() -> what was printed or reported as unraisable about closed event
+  loops (orbax + tensorstore callbacks after a failed read)."""
+  unraisable = []
+  monkeypatch.setattr(sys, 'unraisablehook', unraisable.append)
+
+  def noise():
+    gc.collect()
+    text = '\n'.join([*capfd.readouterr()] + [
+        f'{u.exc_type.__name__}: {u.exc_value}' for u in unraisable])
+    return [line for line in text.splitlines()
+            if 'Event loop is closed' in line or 'never retrieved' in line]
+  return noise
+
+
+def _wide_state(seed, step=0):
+  """A state with 150 more leaves, too big to be inlined in orbax's index:
+  a damaged file fails some reads while others are in flight."""
+  state = _make_state(seed, step, kernel_shape=(64, 64))
+  rng = np.random.default_rng(seed)
+  wide = {f'w{i}': jnp.asarray(rng.normal(size=(16, 32)), jnp.float32)
+          for i in range(150)}
+  return state.replace(params={**state.params, 'wide': wide})
+
+
+def _two_checkpoints(workdir):
+  """Checkpoints 5 and 10 of ``_wide_state``."""
+  with checkpoint.Checkpointer(workdir, keep=3, every=5) as ckpt:
+    for step in (5, 10):
+      ckpt.save(step, _wide_state(step, step=step), {'position': step},
+                _meta())
+      ckpt.wait()
+  return _wide_state(0)
+
+
+@pytest.mark.parametrize('kind', DAMAGE_KINDS + ('garbled_state_metadata',))
+def test_damaged_newest_checkpoint_falls_back(tmp_path, caplog, asyncio_noise,
+                                              kind):
+  template = _two_checkpoints(str(tmp_path))
+  root = tmp_path / 'checkpoints'
+  damage_checkpoint(root / '10', kind)
+  caplog.set_level(logging.WARNING)
+  with checkpoint.Checkpointer(str(tmp_path), keep=3, every=5) as ckpt:
+    out = ckpt.restore_or_init(_abstract(template), lambda: None,
+                               vocab_sha256=VOCAB_SHA)
+    assert out.source == 'workdir' and int(out.state.step) == 5
+    assert out.data_state == {'position': 5}
+    _assert_trees_equal(out.state.params, _wide_state(5).params)
+    assert ckpt.all_steps() == [5]
+    # The run goes on: step 10 is written again next to the damaged copy.
+    assert ckpt.save(10, out.state, {'position': 10}, _meta())
+    ckpt.wait()
+    assert ckpt.all_steps() == [5, 10]
+  (warning,) = damage_warnings(caplog)
+  assert 'step 10' in warning and 'corrupt-' in warning
+  aside = [n for n in os.listdir(root) if n.startswith('10.corrupt-')]
+  assert len(aside) == 1 and sorted(set(os.listdir(root)) - set(aside)) == [
+      '10', '5']
+  assert os.path.exists(root / aside[0] / 'commit_success.txt')  # kept whole
+  assert not asyncio_noise()
+
+
+def test_damaged_step_error_names_it_and_is_not_a_mismatch(tmp_path,
+                                                          asyncio_noise):
+  template = _two_checkpoints(str(tmp_path))
+  damage_checkpoint(tmp_path / 'checkpoints' / '10', 'truncated')
+  with checkpoint.Checkpointer(str(tmp_path), keep=3, every=5) as ckpt:
+    with pytest.raises(checkpoint.DamagedCheckpointError,
+                       match=r'checkpoints/10 is damaged: ValueError: '
+                       'OUT_OF_RANGE') as error:
+      ckpt.restore(10, _abstract(template))
+    assert error.value.step == 10
+    assert 'tensorstore_spec' not in str(error.value)
+    assert ckpt.all_steps() == [5, 10]         # restore() moves nothing
+  # init_from another run's damaged checkpoint: an error, nothing moved.
+  with checkpoint.Checkpointer(str(tmp_path / 'b'), keep=1, every=1) as ckpt:
+    with pytest.raises(checkpoint.DamagedCheckpointError, match='10 is dam'):
+      ckpt.restore_or_init(_abstract(template), lambda: None,
+                           init_from=str(tmp_path), vocab_sha256=VOCAB_SHA)
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['10', '5']
+  assert not asyncio_noise()
+
+
+def test_every_checkpoint_damaged_is_an_error(tmp_path, caplog):
+  template = _two_checkpoints(str(tmp_path))
+  for step in ('5', '10'):
+    damage_checkpoint(tmp_path / 'checkpoints' / step, 'garbled_json')
+  caplog.set_level(logging.WARNING)
+  with checkpoint.Checkpointer(str(tmp_path), keep=3, every=5) as ckpt:
+    with pytest.raises(RuntimeError, match=r'None of the checkpoints '
+                       r'\[5, 10\].*moved aside'):
+      ckpt.restore_or_init(_abstract(template), lambda: template,
+                           vocab_sha256=VOCAB_SHA)
+  assert len(damage_warnings(caplog)) == 2
+  assert all('.corrupt-' in n for n in os.listdir(tmp_path / 'checkpoints'))
 
 
 def test_make_meta():

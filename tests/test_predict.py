@@ -3,6 +3,7 @@ launch/predict.py) on a small randomly initialised model saved with the
 training Checkpointer: shapes, types, bucketing, errors; not quality."""
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -25,6 +26,10 @@ from mm_jax.inference import loading
 from mm_jax.train import checkpoint
 from mm_jax.train import optim
 from mm_jax.train import state as state_lib
+from test_checkpoint import asyncio_noise  # pylint: disable=unused-import
+from test_checkpoint import DAMAGE_KINDS
+from test_checkpoint import damage_checkpoint
+from test_checkpoint import damage_warnings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TREES = ['(S (NP XX XX /NP (VP XX (NP XX XX /NP /VP XX /S',
@@ -163,6 +168,47 @@ def test_vocabulary_with_another_sha_is_refused(run):
     mm_jax.load(run['workdir'], vocab_path=other.path)
 
 
+@pytest.mark.parametrize('kind', DAMAGE_KINDS)
+def test_damaged_newest_checkpoint_loads_the_previous(run, tmp_path, caplog,
+                                                       asyncio_noise, kind):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(run['workdir'], workdir)
+  root = os.path.join(workdir, 'checkpoints')
+  damage_checkpoint(os.path.join(root, '2'), kind)
+  caplog.set_level(logging.WARNING)
+  p = mm_jax.load(workdir)
+  assert p.step == 1
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b),
+               p.params, run['states'][1].params)
+  (warning,) = damage_warnings(caplog)
+  assert 'step 2 is damaged' in warning
+  assert sorted(n.split('.')[0] for n in os.listdir(root)) == ['1', '2']
+  assert [n for n in os.listdir(root) if n.startswith('2.corrupt-')]
+  assert loading.available_steps(workdir) == [1]
+  assert not asyncio_noise()
+
+
+def test_damaged_chosen_step_fails_naming_the_others_and_all_damaged(
+    run, tmp_path, asyncio_noise):
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(run['workdir'], workdir)
+  damage_checkpoint(os.path.join(workdir, 'checkpoints', '2'), 'truncated')
+  with pytest.raises(ValueError) as error:
+    mm_jax.load(workdir, step=2)
+  message = str(error.value)
+  assert len(message.splitlines()) == 1 and error.value.__cause__ is None
+  assert message.startswith('Checkpoint step 2 in ')
+  assert 'is damaged (ValueError: OUT_OF_RANGE' in message
+  assert message.endswith('load(workdir, step=...) with one of [1].')
+  assert loading.available_steps(workdir) == [1, 2]    # nothing moved
+  assert not asyncio_noise()
+  damage_checkpoint(os.path.join(workdir, 'checkpoints', '1'), 'garbled_json')
+  with pytest.raises(FileNotFoundError, match=r'No loadable checkpoint in '
+                     r'.*: every one \(\[1, 2\]\) is damaged'):
+    mm_jax.load(workdir)
+  assert loading.available_steps(workdir) == []
+
+
 def test_config_from_meta_restores_tuples_and_types(run):
   meta = json.loads(json.dumps(checkpoint.make_meta(run['config'],
                                                     run['vocab'])))
@@ -290,6 +336,27 @@ def test_bad_image_shapes_name_the_expected_shape(predictor):
     predictor.classify([_image(0), np.zeros((8, 8, 4), np.uint8)])
 
 
+@pytest.mark.parametrize('method', ['classify', 'caption'])
+def test_non_finite_and_unit_range_float_images_are_refused(predictor,
+                                                            method):
+  call = getattr(predictor, method)
+  nan = _image(0).astype(np.float32)
+  nan[3, 4, 1] = np.nan
+  with pytest.raises(ValueError, match='Input 1 has 1 non-finite pixel '
+                     r'values \(NaN or inf\)'):
+    call([_image(1), nan])
+  unit = _image(0).astype(np.float32) / 255.0              # [0, 1]
+  with pytest.raises(ValueError, match=r'Input 0 is a float image with values'
+                     r' in \[0, 1\]; .*near-black.*x \* 255.*uint8'):
+    call(unit)
+  with pytest.raises(ValueError, match=r'values in \[-1, 1\]'):
+    call(unit * 2 - 1)                                     # [-1, 1]
+  with pytest.raises(ValueError, match=r'Input 0 .*\[0, 1020\]; they must '
+                     r'be in \[0, 255\]'):
+    call(_image(0).astype(np.uint16) * 4)
+  assert len(call(unit * 255)) == 1                        # the fix works
+
+
 # ----------------------------------------------------------------- speech --
 
 def test_transcribe_mixed_lengths_and_rates(predictor):
@@ -335,6 +402,32 @@ def test_long_input_gets_a_bucket_past_training_max(predictor):
   long_text = ' '.join(['the red cat sees a big dog'] * 6)   # > 16 tokens
   assert len(predictor.vocab.encode(long_text)) + 1 > 16
   assert len(predictor.translate([long_text], 'en', 'de', beam_size=1)) == 1
+
+
+def test_inputs_longer_than_training_warn_once_per_call(predictor, caplog):
+  caplog.set_level(logging.WARNING)
+  short = 'the red cat'
+  words = ' '.join(['the red cat sees a big dog'] * 15)       # 105 words
+  out = predictor.translate([short, words, words + ' .'], 'en', 'de',
+                            beam_size=1, max_length=2)
+  assert len(out) == 3
+  (warning,) = [r.getMessage() for r in caplog.records
+                if 'longer than training saw' in r.getMessage()]
+  n = len(predictor.vocab.encode(words)) + 1
+  assert warning.startswith('2 of 3 inputs are longer than training saw '
+                            '(config.data.max_input_length=16 tokens): '
+                            f'input 1 has {n}, input 2 has ')
+  caplog.clear()
+  predictor.translate([short], 'en', 'de', beam_size=1, max_length=2)
+  assert not [r for r in caplog.records if 'longer' in r.getMessage()]
+  clip = np.zeros(16000 * 3, np.float32)                  # 3 s: ~300 frames
+  assert len(predictor.transcribe(clip, 16000, beam_size=1,
+                                  max_length=2)) == 1
+  (warning,) = [r.getMessage() for r in caplog.records
+                if 'longer than training saw' in r.getMessage()]
+  assert warning.startswith('1 of 1 inputs are longer than training saw '
+                            '(config.data.audio_max_frames=64 frames of 10 '
+                            'ms): input 0 has 29')
 
 
 # ------------------------------------------------------------------- misc --

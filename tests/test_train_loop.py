@@ -8,7 +8,9 @@ and shape compiles once per session.
 """
 
 import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ import numpy as np
 import pytest
 
 import conftest
+import mm_jax
 from configs import base
 from configs import joint8
 from configs import single
@@ -26,6 +29,11 @@ from configs import table4
 from mm_jax.data import prepare
 from mm_jax.data import sources
 from mm_jax.train import loop
+from mm_jax.train import workdir_lock
+from test_checkpoint import DAMAGE_KINDS
+from test_checkpoint import asyncio_noise  # pylint: disable=unused-import
+from test_checkpoint import damage_checkpoint
+from test_checkpoint import damage_warnings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = conftest.SMALL
@@ -93,6 +101,10 @@ def _wait_for(predicate, proc, timeout):
     time.sleep(0.2)
 
 
+def _lock_file(workdir):
+  return os.path.join(workdir, workdir_lock.LOCK_NAME)
+
+
 def _committed(workdir, step):
   return os.path.exists(os.path.join(workdir, 'checkpoints', str(step),
                                      'commit_success.txt'))
@@ -104,6 +116,28 @@ def test_missing_real_dataset_names_what_to_prepare(tmp_path):
   with pytest.raises(sources.MissingDatasetError,
                      match='tfds build wmt14_translate/de-en'):
     loop.train_and_evaluate(config.lock(), str(tmp_path / 'work'))
+  assert not os.path.exists(_lock_file(tmp_path / 'work'))   # released
+
+
+def test_bad_config_fails_before_touching_the_workdir(tmp_path):
+  config = _apply(single.get_config('translate_en_de,base'),
+                  {'train.eval_every': -1, 'data.length_buckets': (64, 32)})
+  with pytest.raises(ValueError, match=r'2 bad config values:\n  '
+                     r'config\.train\.eval_every=-1: must be an integer >= 0'
+                     r'.*\n  config\.data\.length_buckets=\(64, 32\)'):
+    loop.train_and_evaluate(config, str(tmp_path / 'work'))
+  assert not os.path.exists(tmp_path / 'work')
+
+
+def test_second_run_on_a_workdir_is_refused(tmp_path):
+  config = single.get_config('translate_en_de,base').unlock()
+  config.data.data_dir = str(tmp_path)              # never reached
+  with workdir_lock.WorkdirLock(str(tmp_path / 'work')):
+    with pytest.raises(workdir_lock.WorkdirLockedError,
+                       match=f'PID {os.getpid()} .*another --workdir'):
+      loop.train_and_evaluate(config.lock(), str(tmp_path / 'work'))
+    assert os.path.exists(_lock_file(tmp_path / 'work'))      # not theirs
+  assert not os.path.exists(_lock_file(tmp_path / 'work'))
 
 
 def test_model_vocab_smaller_than_data_vocab_fails(data, tmp_path):
@@ -125,6 +159,70 @@ def test_resume_in_process_matches_uninterrupted(data, xla_cache, tmp_path):
                           _train_losses(tmp_path / 'b'))
   kept = sorted(os.listdir(tmp_path / 'a' / 'checkpoints'))
   assert kept == ['3', '4', '5']          # keep_checkpoints = 3
+
+
+def test_zero_cadences_log_checkpoint_and_evaluate_at_the_end_only(
+    data, xla_cache, tmp_path, monkeypatch):
+  config = _config(data, single.get_config('translate_en_de,tiny'), {
+      'train.num_train_steps': 3, 'train.log_every': 0,
+      'train.checkpoint_every': 0, 'train.eval_every': 0,
+      'eval.splits': ('validation',)})
+  evaluated = []
+  real = loop.Evaluator
+
+  class Counting(real):
+    def __call__(self, step, *args, **kwargs):
+      evaluated.append(step)
+      return super().__call__(step, *args, **kwargs)
+  monkeypatch.setattr(loop, 'Evaluator', Counting)
+  run = loop._run  # pylint: disable=protected-access
+
+  def locked_run(*args, **kwargs):
+    with open(_lock_file(tmp_path)) as f:
+      assert json.load(f)['pid'] == os.getpid()     # held while training
+    return run(*args, **kwargs)
+  monkeypatch.setattr(loop, '_run', locked_run)
+  out = loop.train_and_evaluate(config, str(tmp_path))
+  assert out['step'] == 3 and np.isfinite(out['loss'])
+  assert evaluated == [3]                           # the final one only
+  assert [k for k in out if k.startswith('validation/')]
+  logged = _jsonl(tmp_path)
+  assert sorted(s for s in logged if 'loss' in logged[s]) == [3]
+  assert os.listdir(tmp_path / 'checkpoints') == ['3']   # the final one
+  assert not os.path.exists(_lock_file(tmp_path))
+
+
+@pytest.fixture(scope='module')
+def two_checkpoints(data, xla_cache, tmp_path_factory):
+  """A 4-step run of two text tasks with checkpoints at steps 2 and 4."""
+  workdir = str(tmp_path_factory.mktemp('two_checkpoints'))
+  loop.train_and_evaluate(_text2_config(data, 4), workdir)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == [
+      '2', '4']
+  return workdir
+
+
+@pytest.mark.parametrize('kind', DAMAGE_KINDS)
+def test_damaged_newest_checkpoint_resume_and_load_use_the_previous(
+    data, two_checkpoints, tmp_path, caplog, asyncio_noise, kind):
+  caplog.set_level(logging.WARNING)
+  for use in ('load', 'resume'):
+    workdir = str(tmp_path / use)
+    shutil.copytree(two_checkpoints, workdir)
+    root = os.path.join(workdir, 'checkpoints')
+    damage_checkpoint(os.path.join(root, '4'), kind)
+    if use == 'load':
+      assert mm_jax.load(workdir).step == 2
+    else:
+      out = loop.train_and_evaluate(_text2_config(data, 5), workdir)
+      assert out['step'] == 5
+      assert sorted(_jsonl(workdir)) == [1, 2, 3, 4, 5]
+      assert not os.path.exists(_lock_file(workdir))
+    (warning,) = damage_warnings(caplog)
+    assert 'step 4 is damaged' in warning
+    assert [n for n in os.listdir(root) if n.startswith('4.corrupt-')]
+    assert not asyncio_noise()
+    caplog.clear()
 
 
 def test_joint_eight_tasks_train_evaluate_and_continue(data, xla_cache,
@@ -189,6 +287,7 @@ def test_sigterm_saves_and_exits_cleanly(data, xla_cache, tmp_path):
         proc.kill()
   saved = os.listdir(tmp_path / 'w' / 'checkpoints')
   assert len(saved) == 1 and 0 < int(saved[0]) < 100_000
+  assert not os.path.exists(_lock_file(tmp_path / 'w'))    # released
   assert _committed(tmp_path / 'w', int(saved[0]))
 
 

@@ -5,7 +5,10 @@ are centre-cropped and resized to the task's size
 (``preprocess.image_size_for``: ``config.data.class_image_size`` for
 classification when set, else ``config.data.image_size``); waveforms go
 through ``audio.log_mel`` (resampled to 16 kHz, deltas as in training);
-text is tokenised with the run's vocabulary and ends with EOS.
+text is tokenised with the run's vocabulary and ends with EOS. Image arrays
+hold pixel values in [0, 255] and are never rescaled: a float image whose
+maximum is <= 1.0 raises ValueError (multiply by 255, or pass uint8), as do
+NaN/inf pixels and values outside [0, 255] (``check_pixel_range``).
 
 Every batch is padded to a *shape bucket* so that repeated calls reuse one
 compiled executable: the batch size to the next power of two (a multiple of
@@ -102,8 +105,12 @@ def image_list(images) -> list:
 def image_array(image, index: int, size: int) -> np.ndarray:
   """One image -> uint8 [size, size, 3] (central crop, resized).
 
-  Arrays must be [H, W, 3] (uint8, or float pixel values in [0, 255]);
-  paths and encoded bytes are decoded with PIL and converted to RGB.
+  Arrays must be [H, W, 3] with pixel values in [0, 255]: uint8, or any
+  integer or float dtype holding such values. Nothing is rescaled: a float
+  image whose maximum is <= 1.0 (a [0, 1] or [-1, 1] image) is refused
+  rather than read as a near-black [0, 255] one, as are non-finite values
+  and values outside [0, 255]. Paths and encoded bytes are decoded with PIL
+  and converted to RGB.
   """
   if isinstance(image, (str, os.PathLike)):
     path = os.fspath(image)
@@ -128,7 +135,29 @@ def image_array(image, index: int, size: int) -> np.ndarray:
           np.issubdtype(a.dtype, np.floating)):
     raise ValueError(f'Input {index} has dtype {a.dtype}; use uint8 or float '
                      'pixel values in [0, 255].')
+  check_pixel_range(a, index)
   return preprocess.image_eval(a, size)
+
+
+def check_pixel_range(a: np.ndarray, index: int) -> None:
+  """Raises ValueError unless image ``a`` [H, W, 3] holds finite pixel
+  values in [0, 255], and, if float, not all <= 1.0 (a [0, 1] image)."""
+  if a.dtype == np.uint8:
+    return
+  if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+    bad = int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+    raise ValueError(f'Input {index} has {bad} non-finite pixel values (NaN '
+                     'or inf); pixels must be finite values in [0, 255].')
+  low, high = a.min().item(), a.max().item()
+  if np.issubdtype(a.dtype, np.floating) and high <= 1.0:
+    raise ValueError(
+        f'Input {index} is a float image with values in [{low:g}, {high:g}]; '
+        'pixel values are read as [0, 255], so it would be a near-black '
+        'image. Multiply a [0, 1] image by 255 (x * 255), or pass uint8.')
+  if low < 0 or high > 255:
+    raise ValueError(
+        f'Input {index} has pixel values in [{low:g}, {high:g}]; they must be '
+        'in [0, 255] (uint8 range). Rescale first (16-bit: x / 257).')
 
 
 def waveform_list(audio) -> list:

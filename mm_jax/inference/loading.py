@@ -24,9 +24,11 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from configs import base
+from mm_jax import compile_cache
 from mm_jax import sharding
 from mm_jax.data import vocab as vocab_lib
 from mm_jax.inference import predictor as predictor_lib
+from mm_jax.model import body
 from mm_jax.model import factory
 from mm_jax.train import checkpoint
 
@@ -63,10 +65,12 @@ def resolve_step(workdir: str, step: Optional[int]) -> int:
 
 
 def read_meta(workdir: str, step: int) -> dict:
-  """The ``meta`` item (JSON) of checkpoint ``step``."""
-  where = os.path.join(checkpoint_dir(workdir), str(step), 'meta')
-  with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as reader:
-    return reader.restore(where)
+  """The ``meta`` item (JSON) of checkpoint ``step``; a garbled or missing
+  file raises ``checkpoint.DamagedCheckpointError``."""
+  where = os.path.join(checkpoint_dir(workdir), str(step))
+  with checkpoint.reading(where):
+    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as reader:
+      return reader.restore(os.path.join(where, 'meta'))
 
 
 def _like(template, value):
@@ -78,14 +82,30 @@ def _like(template, value):
   return value
 
 
+# Keys older checkpoints store that mm_jax removed or reshaped on purpose
+# (an init choice, replaced by model.conv_block_zero_init; tiny train sizes,
+# now per task in data.tiny.num_train): dropped silently.
+RETIRED_KEYS = ('config.model.conv_block_norm_scale_init',
+                'config.data.tiny.num_speech_train')
+
+
 def _merge(target: ml_collections.ConfigDict, values: dict, where: str):
   for key, value in values.items():
+    if f'{where}.{key}' in RETIRED_KEYS or (
+        key in target and isinstance(target[key], ml_collections.ConfigDict)
+        and not isinstance(value, dict)):
+      continue
     if isinstance(value, dict):
       if key not in target:
         target[key] = ml_collections.ConfigDict()
       _merge(target[key], value, f'{where}.{key}')
     elif key in target:
-      target[key] = _like(target[key], value)
+      try:
+        target[key] = _like(target[key], value)
+      except TypeError:          # a key whose type changed (train.remat)
+        logging.info('Checkpoint config %s.%s = %r does not fit the current '
+                     'type; using the default %r.', where, key, value,
+                     target[key])
     else:
       logging.warning('Checkpoint config key %s.%s is not in configs/base.py '
                       '(a newer or older mm_jax?); keeping it.', where, key)
@@ -102,8 +122,15 @@ def config_from_meta(config_json: dict) -> ml_collections.ConfigDict:
     raise ValueError('The checkpoint meta holds no config; pass config= '
                      '(the run\'s get_config()) to mm_jax.load.')
   config = base.get_config(config_json['model'].get('size', 'tiny'))
+  missing = {k: v for k, v in body.LEGACY_LAYOUT.items()
+             if k not in config_json['model']}
+  if missing:
+    logging.info('The checkpoint predates the body layout switches (issue '
+                 '13): reading it with the layout it was trained with, %s.',
+                 missing)
   with config.unlocked():
     _merge(config, config_json, 'config')
+    config.model.update(missing)
   return config.lock()
 
 
@@ -161,16 +188,48 @@ def load(workdir: str, step: Optional[int] = None, *,
       parameters are replicated and each batch is split over them.
     max_batch_size: inputs per device call (default: config.eval.batch_size).
 
+  A damaged checkpoint (files that do not read back) is moved aside with
+  one warning (``checkpoint.set_aside``) and the next newest one is loaded;
+  when ``step`` is given, a damaged one is a ValueError naming the others.
+
   Raises:
-    FileNotFoundError: no checkpoint in ``workdir``, or the vocabulary file
-      is missing.
-    ValueError: unknown ``step``, a vocabulary with another sha256, or a
-      checkpoint that does not fit the config's model.
+    FileNotFoundError: no (undamaged) checkpoint in ``workdir``, or the
+      vocabulary file is missing.
+    ValueError: unknown or damaged ``step``, a vocabulary with another
+      sha256, or a checkpoint that does not fit the config's model.
   """
-  step = resolve_step(workdir, step)
+  kwargs = dict(config=config, vocab_path=vocab_path, devices=devices,
+                max_batch_size=max_batch_size)
+  if step is not None:
+    step = resolve_step(workdir, step)
+    try:
+      return _load_step(workdir, step, **kwargs)
+    except checkpoint.DamagedCheckpointError as e:
+      others = [s for s in available_steps(workdir) if s != step]
+      hint = (f'load(workdir, step=...) with one of {others}' if others
+              else 'no other checkpoint to load')
+      raise ValueError(
+          f'Checkpoint step {step} in {checkpoint_dir(workdir)} is damaged '
+          f'({checkpoint.error_summary(e.error)}); {hint}.') from None
+  steps = available_steps(workdir)
+  resolve_step(workdir, None)                  # FileNotFoundError if none
+  for s in reversed(steps):
+    try:
+      return _load_step(workdir, s, **kwargs)
+    except checkpoint.DamagedCheckpointError as e:
+      checkpoint.set_aside(checkpoint_dir(workdir), s, e)
+  raise FileNotFoundError(f'No loadable checkpoint in '
+                          f'{checkpoint_dir(workdir)}: every one ({steps}) is '
+                          'damaged and was moved aside (see the warnings).')
+
+
+def _load_step(workdir: str, step: int, *, config, vocab_path, devices,
+               max_batch_size) -> predictor_lib.Predictor:
+  """``load`` of one existing step (arguments as there)."""
   meta = read_meta(workdir, step)
   if config is None:
     config = config_from_meta(meta.get('config'))
+  compile_cache.enable(config.compilation_cache_dir)
   vocab = load_vocabulary(meta, vocab_path)
   if config.model.vocab_size < vocab.size:
     raise ValueError(f'config.model.vocab_size={config.model.vocab_size} is '

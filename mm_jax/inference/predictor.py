@@ -15,6 +15,12 @@ once per (task modalities, bucket, beam size, decode length), and a second
 call with another number of inputs in the same bucket reuses the executable.
 Text outputs are beam-searched with ``config.eval.length_penalty``; the best
 hypothesis is detokenised.
+
+Inputs longer than training saw (``config.data.max_input_length`` tokens,
+``config.data.audio_max_frames`` 10 ms frames) still run, in a bucket past
+the training maximum, but the model extrapolates there: each call with such
+inputs logs one warning with their lengths. Image arrays hold pixel values
+in [0, 255]; a float image with maximum <= 1.0 raises (nothing is rescaled).
 """
 
 import logging
@@ -120,8 +126,11 @@ class Predictor:
     """Top-k labels of each image.
 
     Args:
-      images: one image [H, W, 3] (uint8, or float in [0, 255]), a batch
-        [B, H, W, 3], or a list of images / file paths / encoded bytes.
+      images: one image [H, W, 3], a batch [B, H, W, 3], or a list of
+        images / file paths / encoded bytes. Arrays hold pixel values in
+        [0, 255] (uint8, or float); nothing is rescaled, so a float image
+        whose maximum is <= 1.0 raises ValueError (multiply by 255), as do
+        NaN/inf and values outside [0, 255].
       top_k: labels per image.
       task: an image -> class task.
 
@@ -133,7 +142,11 @@ class Predictor:
   def caption(self, images, beam_size: int = 4, *,
               max_length: Optional[int] = None, task: str = 'caption_en'
               ) -> list[str]:
-    """One caption per image (images as in ``classify``) -> [B] strings."""
+    """One caption per image -> [B] strings.
+
+    ``images`` as in ``classify``: pixel values in [0, 255]; float images
+    with maximum <= 1.0, NaN or inf raise ValueError.
+    """
     return self.predict(task, images, beam_size=beam_size,
                         max_length=max_length)
 
@@ -206,6 +219,7 @@ class Predictor:
     spec = registry.get(task)
     self._warn_untrained(task)
     examples = self._examples(spec, inputs, sample_rate)
+    self._warn_long(spec.input_modality, examples)
     if spec.output_modality == 'class':
       k = _positive('top_k', top_k)
       if k > len(self.class_names):
@@ -231,6 +245,24 @@ class Predictor:
     if task not in mixture or mixture[task] <= 0:
       logging.warning('Task %s had no weight in this run\'s mixture: the '
                       'model was not trained on it.', task)
+
+  def _warn_long(self, modality: str, examples: list) -> None:
+    """One warning when inputs are longer than any training example."""
+    if modality == 'image':
+      return
+    key, unit = (('max_input_length', 'tokens') if modality == 'text' else
+                 ('audio_max_frames', 'frames of 10 ms'))
+    limit = int(self.config.data[key])
+    long = [(i, len(x)) for i, x in enumerate(examples) if len(x) > limit]
+    if not long:
+      return
+    shown = ', '.join(f'input {i} has {n}' for i, n in long[:5])
+    more = f' (and {len(long) - 5} more)' if len(long) > 5 else ''
+    logging.warning(
+        '%d of %d inputs are longer than training saw (config.data.%s=%d '
+        '%s): %s%s. They run, but the model extrapolates past that length '
+        'and the output may be poor; split them into shorter pieces.',
+        len(long), len(examples), key, limit, unit, shown, more)
 
   def _examples(self, task, inputs, sample_rate) -> list:
     """Raw inputs of ``task`` (a registry Task) -> processed examples (see

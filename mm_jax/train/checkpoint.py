@@ -19,8 +19,16 @@ rng fresh) > ``init_fn()`` from scratch. A checkpoint trained with another
 vocabulary is refused. Orbax writes into ``<step>.orbax-checkpoint-tmp*`` and
 renames when finalised; only directories holding orbax's
 ``commit_success.txt`` count, so a partial checkpoint is never picked up.
+
+Damage: a finalised checkpoint whose files fail to read (a truncated or
+missing data file, garbled JSON) raises ``DamagedCheckpointError``.
+``restore_or_init`` then moves it aside (``set_aside``: renamed to
+``<step>.corrupt-<time>``, never deleted), logs one warning and resumes from
+the next newest checkpoint that restores completely.
 """
 
+import asyncio
+import contextlib
 import importlib.metadata
 import json
 import logging
@@ -29,11 +37,14 @@ import signal
 import threading
 import time
 from typing import Any, Callable, NamedTuple, Optional
+import warnings
 
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
+
+from mm_jax.model import body
 
 _ITEMS = ('state', 'data', 'meta')
 _COMMIT_FILE = 'commit_success.txt'   # orbax writes it just before the rename
@@ -82,6 +93,157 @@ class Restored(NamedTuple):
   message: str                  # one line for the log
 
 
+def check_layout(meta: dict, model_config, where: str) -> None:
+  """Raises ValueError when checkpoint ``where`` was trained with another
+  body layout than ``model_config`` (``body.layout_differences``)."""
+  stored = (meta.get('config') or {}).get('model')
+  if not isinstance(stored, dict):
+    return
+  problems = body.layout_differences(stored, model_config)
+  if problems:
+    layout = body.stored_layout(stored)
+    flags = ' '.join(f'--config.model.{k}={layout[k]}' for k in layout
+                     if k in model_config and layout[k] != model_config[k])
+    raise ValueError(
+        f'The checkpoint {where} was trained with another body layout '
+        '(a checkpoint from before issue 13 has the old one):\n  ' +
+        '\n  '.join(problems) + f'\nResume it with {flags}, or train in a '
+        'new work directory.')
+
+
+class DamagedCheckpointError(ValueError):
+  """A finalised checkpoint whose files do not read back (truncated or
+  missing data file, garbled JSON). ``.step``, ``.where``, ``.error``."""
+
+  def __init__(self, where: str, error: BaseException):
+    self.where, self.error = where, error
+    name = os.path.basename(where)
+    self.step = int(name) if name.isdigit() else None
+    super().__init__(f'Checkpoint {where} is damaged: {error_summary(error)}')
+
+
+def error_summary(error: BaseException, limit: int = 300) -> str:
+  """``Type: first line`` of ``error``, without tensorstore's spec dump."""
+  text = (str(error).strip().splitlines() or [''])[0]
+  text = text.split(' [tensorstore_spec=')[0]
+  if len(text) > limit:
+    text = text[:limit - 3] + '...'
+  return f'{type(error).__name__}: {text}'
+
+
+# Status codes of tensorstore errors that mean the files are bad; others
+# (RESOURCE_EXHAUSTED, UNAVAILABLE, ...) may be transient and are re-raised.
+_DAMAGE_CODES = ('OUT_OF_RANGE', 'NOT_FOUND', 'DATA_LOSS',
+                 'FAILED_PRECONDITION', 'INVALID_ARGUMENT')
+
+
+def _damage(error: BaseException) -> Optional[BaseException]:
+  """The error in ``error``'s cause chain that says the files are bad (orbax
+  wraps tensorstore's in a plain Exception), or None."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, (json.JSONDecodeError, UnicodeDecodeError,
+                          FileNotFoundError, EOFError)) or (
+                              isinstance(error, ValueError) and
+                              str(error).startswith(_DAMAGE_CODES)):
+      return error
+    error = error.__cause__ or error.__context__
+  return None
+
+
+class _DrainingEventLoop(asyncio.SelectorEventLoop):
+  """An event loop whose ``close()`` first lets its pending tasks end.
+
+  Orbax runs each read in a fresh loop (``asyncio_utils.run_sync``) and
+  closes it as soon as the first read fails, while tensorstore's other reads
+  are in flight; each of those then calls ``call_soon_threadsafe`` on the
+  closed loop from a tensorstore thread, which prints a "RuntimeError: Event
+  loop is closed" traceback (~70 for one truncated file). They finish (or
+  fail) quickly once waited for.
+  """
+
+  def close(self):
+    if not self.is_closed() and not self.is_running():
+      pending = [t for t in asyncio.all_tasks(self) if not t.done()]
+      if pending:
+        done, _ = self.run_until_complete(asyncio.wait(pending, timeout=60))
+        for task in done:
+          if not task.cancelled():
+            task.exception()           # retrieved: no "never retrieved" log
+    super().close()
+
+
+class _DrainingPolicy(asyncio.DefaultEventLoopPolicy):
+
+  def new_event_loop(self):
+    return _DrainingEventLoop()
+
+
+@contextlib.contextmanager
+def _draining_event_loops():
+  """New asyncio loops drain their tasks before closing (for orbax reads)."""
+  with warnings.catch_warnings():      # the policy API is deprecated in 3.14
+    warnings.simplefilter('ignore', DeprecationWarning)
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(_DrainingPolicy())
+  try:
+    yield
+  finally:
+    with warnings.catch_warnings():
+      warnings.simplefilter('ignore', DeprecationWarning)
+      asyncio.set_event_loop_policy(previous)
+
+
+@contextlib.contextmanager
+def reading(where: str):
+  """Wraps orbax reads of checkpoint directory ``where``: damaged files
+  raise ``DamagedCheckpointError`` (other errors pass through), and no
+  asyncio noise is left behind."""
+  with _draining_event_loops():
+    try:
+      yield
+    except DamagedCheckpointError:
+      raise
+    except Exception as e:  # pylint: disable=broad-exception-caught
+      cause = _damage(e)
+      if cause is None:
+        raise
+      raise DamagedCheckpointError(where, cause) from e
+
+
+def set_aside(directory: str, step: int, error: BaseException
+              ) -> Optional[str]:
+  """Renames damaged checkpoint ``<directory>/<step>`` to
+  ``<step>.corrupt-<time>`` (a name orbax does not list; nothing deleted)
+  and logs one warning naming the step and the error. Returns the new path,
+  or None when the rename failed (e.g. a read-only directory)."""
+  source = os.path.join(directory, str(step))
+  target = os.path.join(directory,
+                        f'{step}.corrupt-{time.strftime("%Y%m%dT%H%M%S")}')
+  n = 1
+  while os.path.exists(target):
+    target = f'{target.rsplit("~", 1)[0]}~{n}'
+    n += 1
+  summary = error_summary(getattr(error, 'error', error))
+  try:
+    os.rename(source, target)
+  except OSError as e:
+    logging.warning('Checkpoint %s (step %d) is damaged (%s) and could not be '
+                    'moved aside (%s); skipping it.', source, step, summary, e)
+    return None
+  logging.warning('Checkpoint step %d is damaged (%s): moved %s to %s; using '
+                  'the next newest checkpoint.', step, summary, source, target)
+  return target
+
+
+def _all_processes_agree(ok: bool) -> bool:
+  """True when ``ok`` on every process (collective when multi-process)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.min(multihost_utils.process_allgather(np.int32(ok))))
+
+
 def _handlers() -> dict:
   """Item handlers; jax.Arrays are saved without replica-parallel slicing.
 
@@ -110,6 +272,15 @@ def finalized_steps(directory: str, steps) -> list[int]:
   """The ``steps`` whose directory holds orbax's commit marker."""
   return sorted(s for s in steps if os.path.exists(
       os.path.join(directory, str(s), _COMMIT_FILE)))
+
+
+def _state_tree(item_metadata, where: str):
+  """The saved state's tree metadata; FileNotFoundError when unreadable."""
+  state = item_metadata['state'] if 'state' in item_metadata else None
+  if state is None:
+    raise FileNotFoundError(f'{where}/state has no readable tree metadata '
+                            '(state/_METADATA missing or unreadable).')
+  return state.tree
 
 
 def _gather_json(obj) -> list:
@@ -242,6 +413,10 @@ class Checkpointer:
     Returns:
       (state, data_state, meta); data_state is None when the checkpoint was
       written by a different number of processes (the data order restarts).
+
+    Raises:
+      DamagedCheckpointError: the checkpoint's files do not read back.
+      ValueError: the saved tree does not fit ``abstract_state``.
     """
     _check_abstract(abstract_state)
     self.wait()
@@ -250,7 +425,8 @@ class Checkpointer:
       raise FileNotFoundError(f'No finalised checkpoint for step {step} in '
                               f'{self.directory} (have {self.all_steps()}).')
     where = os.path.join(self.directory, str(step))
-    saved = self._manager.item_metadata(step)['state'].tree
+    with reading(where):
+      saved = _state_tree(self._manager.item_metadata(step), where)
     problems = tree_mismatches(abstract_state, saved)
     if problems:
       raise ValueError(
@@ -258,9 +434,10 @@ class Checkpointer:
           f'({len(problems)} differences; was the model or optimiser config '
           'changed? Use a new work directory, or init_from to take the '
           'params):\n  ' + '\n  '.join(problems))
-    out = self._manager.restore(step, args=ocp.args.Composite(
-        state=_restore_args(abstract_state, partial=False),
-        data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
+    with reading(where):
+      out = self._manager.restore(step, args=ocp.args.Composite(
+          state=_restore_args(abstract_state, partial=False),
+          data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
     index = jax.process_index() if process_index is None else process_index
     data = out['data']
     if data['process_count'] != jax.process_count():
@@ -273,7 +450,8 @@ class Checkpointer:
 
   def restore_or_init(self, abstract_state, init_fn: Callable[[], Any], *,
                       init_from: str = '', vocab_sha256: Optional[str],
-                      process_index: Optional[int] = None) -> Restored:
+                      process_index: Optional[int] = None,
+                      model_config=None) -> Restored:
     """Workdir checkpoint > ``init_from`` (params only) > ``init_fn()``.
 
     Args:
@@ -283,17 +461,32 @@ class Checkpointer:
         of another run ('' for none).
       vocab_sha256: the current vocabulary's sha256 (``Vocabulary.sha256``).
       process_index: whose data state to return (default: this process).
+      model_config: this run's ``config.model``; a workdir checkpoint whose
+        body layout differs (``body.layout_differences``) is refused, since
+        the same parameters would compute a different function.
+
+    A damaged workdir checkpoint (``DamagedCheckpointError``) is moved aside
+    with one warning (``set_aside``) and the next newest one is tried;
+    RuntimeError when every one is damaged.
     """
     self.wait()
-    step = self.latest_step()
-    if step is not None:
-      meta = self._manager.restore(step, args=ocp.args.Composite(
-          meta=ocp.args.JsonRestore()))['meta']
-      check_vocabulary(meta, vocab_sha256, f'{self.directory}/{step}')
-      state, data_state, meta = self.restore(step, abstract_state,
-                                             process_index)
-      return Restored(state, data_state, meta, 'workdir',
-                      f'Resumed from {self.directory}/{step}.')
+    steps = self.all_steps()
+    for step in reversed(steps):
+      try:
+        restored, error = self._restore_checked(
+            step, abstract_state, vocab_sha256, process_index,
+            model_config), None
+      except DamagedCheckpointError as e:
+        restored, error = None, e
+      if _all_processes_agree(error is None):
+        return restored
+      self._set_aside(step, error)
+    if steps:
+      raise RuntimeError(
+          f'None of the checkpoints {steps} in {self.directory} restores: '
+          'each was damaged and moved aside to <step>.corrupt-<time> (see '
+          'the warnings). Rerun to start from init_from or scratch, or move '
+          'a copy back.')
     if init_from:
       params, where = load_params(init_from, abstract_state.params,
                                   vocab_sha256)
@@ -304,6 +497,30 @@ class Checkpointer:
     return Restored(init_fn(), None, None, 'scratch',
                     f'No checkpoint in {self.directory}: initialised from '
                     'scratch.')
+
+  def _restore_checked(self, step, abstract_state, vocab_sha256,
+                       process_index, model_config) -> Restored:
+    """Checkpoint ``step`` after the vocabulary and layout checks."""
+    where = f'{self.directory}/{step}'
+    with reading(where):
+      meta = self._manager.restore(step, args=ocp.args.Composite(
+          meta=ocp.args.JsonRestore()))['meta']
+    check_vocabulary(meta, vocab_sha256, where)
+    if model_config is not None:
+      check_layout(meta, model_config, where)
+    state, data_state, meta = self.restore(step, abstract_state,
+                                           process_index)
+    return Restored(state, data_state, meta, 'workdir',
+                    f'Resumed from {where}.')
+
+  def _set_aside(self, step: int, error) -> None:
+    """Moves damaged ``step`` aside (process 0) and forgets it."""
+    if jax.process_index() == 0:
+      set_aside(self.directory, step,
+                error or RuntimeError('damaged on another process'))
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f'mm_jax: set aside {step}')
+    self._manager.reload()
 
   def wait(self) -> None:
     """Blocks until pending async saves are finalised."""
@@ -342,19 +559,23 @@ def load_params(init_from: str, abstract_params, vocab_sha256: Optional[str]):
   """The params of another run's checkpoint, in ``abstract_params`` shardings.
 
   Returns (params, the step directory read). Raises ValueError listing every
-  parameter whose path or shape differs, or on a vocabulary mismatch.
+  parameter whose path or shape differs, or on a vocabulary mismatch;
+  ``DamagedCheckpointError`` when the files do not read back.
   """
   directory, step = _resolve(init_from)
   where = os.path.join(directory, str(step))
   _check_abstract(abstract_params)
   manager = ocp.CheckpointManager(
-      directory, options=ocp.CheckpointManagerOptions(read_only=True),
+      directory, options=ocp.CheckpointManagerOptions(
+          read_only=True, create=False, save_interval_steps=0),
       item_names=_ITEMS, item_handlers=_handlers())
   try:
-    meta = manager.restore(step, args=ocp.args.Composite(
-        meta=ocp.args.JsonRestore()))['meta']
+    with reading(where):
+      meta = manager.restore(step, args=ocp.args.Composite(
+          meta=ocp.args.JsonRestore()))['meta']
     check_vocabulary(meta, vocab_sha256, where)
-    saved = manager.item_metadata(step)['state'].tree
+    with reading(where):
+      saved = _state_tree(manager.item_metadata(step), where)
     if 'params' not in saved:
       raise ValueError(f'{where} has no params (its state holds '
                        f'{sorted(saved)}).')
@@ -363,8 +584,9 @@ def load_params(init_from: str, abstract_params, vocab_sha256: Optional[str]):
       raise ValueError(f'init_from {where} does not fit the model '
                        f'({len(problems)} differences):\n  ' +
                        '\n  '.join(problems))
-    out = manager.restore(step, args=ocp.args.Composite(
-        state=_restore_args({'params': abstract_params}, partial=True)))
+    with reading(where):
+      out = manager.restore(step, args=ocp.args.Composite(
+          state=_restore_args({'params': abstract_params}, partial=True)))
   finally:
     manager.close()
   return out['state']['params'], where

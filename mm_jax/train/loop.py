@@ -6,7 +6,8 @@ r"""The training loop: ``train_and_evaluate(config, workdir)``.
 
 The one function the command line (``launch/train.py``), notebooks and tests
 call. In order: ``jax.distributed.initialize`` (when
-``config.distributed.initialize``); data and vocabulary
+``config.distributed.initialize``); ``validate.check_config``; the work
+directory's lock (``workdir_lock``, held by process 0); data and vocabulary
 (``prepare.ensure_prepared``); model, mesh and the sharded state, restored
 from the work directory, else ``config.train.init_from``, else initialised
 (``Checkpointer.restore_or_init``); then per step: next ``(task, batch)`` of
@@ -16,7 +17,8 @@ values, averaged over ``config.train.log_every`` steps and written with
 steps/s, ETA and the data skip counters. Checkpoints every
 ``checkpoint_every`` steps (async) and at the end; evaluation of every
 enabled task on ``config.eval.splits`` every ``eval_every`` steps and at the
-end (no splits: no evaluation). SIGTERM/SIGINT: save, wait, return.
+end (no splits: no evaluation). A cadence of 0 is off: logs, checkpoints and
+evaluations at the end only. SIGTERM/SIGINT: save, wait, return.
 
 Adaptive mixing sees the loss of step ``k`` right after step ``k + 1`` is
 drawn (the loss is on the host only then); a loss fetched early, before a
@@ -24,7 +26,8 @@ checkpoint, is held back until that draw and saved with the data state, so
 a resumed run draws exactly the tasks of an uninterrupted one.
 
 Work directory: ``checkpoints/``, ``metrics.jsonl``, TensorBoard events,
-``samples/step_<s>/<split>/<task>.jsonl`` (sample decodes).
+``samples/step_<s>/<split>/<task>.jsonl`` (sample decodes), ``train.lock``
+while a run holds it.
 """
 
 import contextlib
@@ -37,7 +40,9 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 import mm_jax
+from mm_jax import compile_cache
 from mm_jax import sharding
+from mm_jax import validate
 from mm_jax.data import pipeline
 from mm_jax.data import prepare
 from mm_jax.data import registry
@@ -47,6 +52,7 @@ from mm_jax.train import optim
 from mm_jax.train import reporting
 from mm_jax.train import state as state_lib
 from mm_jax.train import step as step_lib
+from mm_jax.train import workdir_lock
 
 
 def setup_distributed(dist_cfg) -> None:
@@ -226,12 +232,35 @@ def _feed(fetched, adaptive: bool) -> Optional[Dict[str, float]]:
   return {fetched.task: float(fetched.metrics[f'{fetched.task}/loss'])}
 
 
+def _lock_workdir(workdir: str, stack: contextlib.ExitStack) -> None:
+  """Process 0 takes ``workdir``'s lock until ``stack`` closes; every
+  process raises when it could not (``workdir_lock.WorkdirLockedError``)."""
+  error = None
+  if jax.process_index() == 0:
+    try:
+      stack.enter_context(workdir_lock.WorkdirLock(workdir))
+    except workdir_lock.WorkdirLockedError as e:
+      error = e
+  if jax.process_count() > 1:
+    locked = multihost_utils.process_allgather(np.int32(error is None))
+    if error is None and not np.min(locked):
+      raise workdir_lock.WorkdirLockedError(
+          f'Process 0 could not lock the work directory {workdir} (another '
+          'run holds it; see process 0\'s log).', None)
+  if error is not None:
+    raise error
+
+
 def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   """Trains ``config`` in ``workdir`` (resuming), evaluates, returns metrics.
 
   Args:
-    config: a config from ``configs/`` (see configs/base.py).
-    workdir: checkpoints, metrics.jsonl, TensorBoard events, samples.
+    config: a config from ``configs/`` (see configs/base.py); checked first
+      (``validate.check_config``). Cadences of 0 turn off periodic logging,
+      checkpoints and evaluation: each happens at the end only
+      (``config.eval.splits = ()`` turns evaluation off altogether).
+    workdir: checkpoints, metrics.jsonl, TensorBoard events, samples. Held
+      by one run at a time (``workdir_lock``: ``<workdir>/train.lock``).
 
   Returns:
     The final metrics: the last logged training scalars, the last
@@ -240,9 +269,12 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   """
   setup_distributed(config.distributed)
   log_topology()
+  validate.check_config(config)
+  compile_cache.enable(config.compilation_cache_dir)
   with contextlib.ExitStack() as stack:
     # First, so that a preemption during set-up or compilation still saves.
     flag = stack.enter_context(checkpoint_lib.install_signal_handlers())
+    _lock_workdir(workdir, stack)        # released when the stack closes
     vocab = prepare_vocab(config)
     model = mm_jax.create_model(config)
     mesh = sharding.make_mesh(config.mesh)
@@ -252,11 +284,12 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     abstract, shardings = state_lib.state_shardings(config, model, mesh, tx)
     checkpointer = stack.enter_context(checkpoint_lib.Checkpointer(
         workdir, keep=int(config.train.keep_checkpoints),
-        every=int(config.train.checkpoint_every)))
+        every=int(config.train.checkpoint_every) or 1))   # 0: final only
     restored = checkpointer.restore_or_init(
         _abstract(abstract, shardings),
         lambda: state_lib.create_train_state(config, model, mesh, tx)[0],
-        init_from=config.train.init_from, vocab_sha256=vocab.sha256)
+        init_from=config.train.init_from, vocab_sha256=vocab.sha256,
+        model_config=config.model)
     logging.info('%s', restored.message)
     start = int(jax.device_get(restored.state.step))
     reporter = stack.enter_context(reporting.Reporter(
@@ -284,6 +317,11 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
                 saved.get('unfed'))
 
 
+def _due(step: int, every: int) -> bool:
+  """Whether a cadence of ``every`` steps fires at ``step`` (0: never)."""
+  return every > 0 and step % every == 0
+
+
 def _run(config, workdir, state, start, it, compiler, evaluator,
          checkpointer, reporter, flag, meta, unfed):
   """The step loop of ``train_and_evaluate`` (arguments are its parts)."""
@@ -296,12 +334,14 @@ def _run(config, workdir, state, start, it, compiler, evaluator,
   preempted = False
 
   def consume(fetched):
-    """Accumulates a fetched step; logs at multiples of log_every."""
+    """Accumulates a fetched step; logs at multiples of log_every (if > 0)
+    and at the last step."""
     nonlocal final
     if fetched is None:
       return
-    window.add(fetched.task, fetched.metrics)
-    if fetched.step % train.log_every and fetched.step != total:
+    window.add(fetched.task, fetched.metrics)   # log_every 0: one line at
+                                                # the end, over every step
+    if fetched.step != total and not _due(fetched.step, train.log_every):
       return
     scalars = window.means()
     scalars.update(reporter.progress(fetched.step))
@@ -339,9 +379,9 @@ def _run(config, workdir, state, start, it, compiler, evaluator,
     losses = _feed(fetched, adaptive)
     if losses:
       it.update_losses(losses)
-    if done % train.checkpoint_every == 0 and done != total:
+    if _due(done, train.checkpoint_every) and done != total:
       unfed = save(done)
-    if evaluator and done % train.eval_every == 0 and done != total:
+    if evaluator and _due(done, train.eval_every) and done != total:
       evaluated = evaluator(done, state.params, reporter, workdir)
   done = int(jax.device_get(state.step))
   save(done, force=True)
