@@ -1,17 +1,22 @@
 r"""Reproduces the paper's Tables 2, 3 and 4 on the built-in tiny suite.
 
-  python launch/reproduce.py --suite=tiny                  # ~45 min on
-                                                           # 2 CPU cores
-  python launch/reproduce.py --suite=tiny --tables=table3 --steps=100
+  python launch/reproduce.py --suite=tiny          # 100 steps per task,
+                                                   # seeds 0 and 1
+  python launch/reproduce.py --runs=joint8,single_parse_en --seeds=0
+  python launch/reproduce.py --tables=table3 --steps_per_task=50
 
-Trains the nine runs the tables need (joint 8-task, four single-task runs,
+Trains the runs the tables need (joint 8-task, four single-task runs,
 parsing alone / with ImageNet, no MoE, no attention; see
-``mm_jax/reproduce.py``), each for ``--steps`` steps in
-``<workroot>/<run>``, and writes ``results.md`` (the tables with chance
-levels and the paper's numbers), ``results.json`` and the plots
+``mm_jax/reproduce.py``), each with an even mixture over its tasks for
+``--steps_per_task`` steps per task and once per seed, in
+``<workroot>/<run>_s<seed>``, evaluating every ``--steps_per_task`` steps;
+then writes ``results.md`` (the tables under two budgets, equal total steps
+and equal steps per task, with chance levels, the paper's numbers and the
+plateau step of every run), ``results.json`` and the plots
 (``learning_curves.png``, ``expert_load_<run>.png``) into ``--results``.
-A run already finished in the work root is read, not trained again, so an
-interrupted call picks up where it stopped.
+A finished (run, seed) in the work root is read, not trained again, so an
+interrupted call picks up where it stopped; ``--runs`` trains a subset and
+the tables use every finished run found.
 """
 
 from absl import app
@@ -23,9 +28,13 @@ from mm_jax import reproduce
 _SUITE = flags.DEFINE_enum(
     'suite', 'tiny', ['tiny'], 'Dataset suite. Only the built-in tiny suite: '
     'the real-data tables need TPU/GPU runs of the config files (README).')
-_STEPS = flags.DEFINE_integer('steps', 150, 'Train steps of every run.')
+_STEPS = flags.DEFINE_integer('steps_per_task', 100,
+                              'Train steps per enabled task of every run.')
+_SEEDS = flags.DEFINE_list('seeds', ['0', '1'], 'Seeds of every run.')
 _TABLES = flags.DEFINE_list('tables', list(reproduce.TABLES),
                             'Which tables: table2, table3, table4.')
+_RUNS = flags.DEFINE_list('runs', None, 'Only these runs (default: all the '
+                          f'tables need), of {sorted(reproduce.RUNS)}.')
 _RESULTS = flags.DEFINE_string('results', 'results/tiny',
                                'Folder for results.md, results.json, plots.')
 _WORKROOT = flags.DEFINE_string('workroot', '/tmp/mm_jax_reproduce',
@@ -36,8 +45,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}.')
   out = reproduce.run_all(_RESULTS.value, workroot=_WORKROOT.value,
-                          size=_SUITE.value, steps=_STEPS.value,
-                          tables=_TABLES.value)
+                          size=_SUITE.value, steps_per_task=_STEPS.value,
+                          seeds=[int(s) for s in _SEEDS.value],
+                          tables=_TABLES.value, runs=_RUNS.value)
   logging.info('Wrote %s/results.md.', _RESULTS.value)
   print(out['markdown'])
 

@@ -1,12 +1,19 @@
-"""The paper's Tables 2, 3 and 4 on the built-in tiny suite, in one call.
+"""The paper's Tables 2, 3 and 4 on the built-in tiny suite, under two budgets.
 
   from mm_jax import reproduce
-  summary = reproduce.run_all('results/tiny', workroot='/tmp/mm_reproduce',
-                              steps=150)
+  out = reproduce.run_all('results/tiny', workroot='/tmp/mm_reproduce',
+                          steps_per_task=100, seeds=(0, 1))
 
-Runs (each once, shared between tables; every run trains ``steps`` steps
-with the same batch size, so a single-task run sees its task 8x as often as
-the joint run):
+Runs (``RUNS``; each once per seed, shared between tables) train every task
+they enable with an even mixture, for ``steps_per_task`` steps per enabled
+task: a single-task run ``N`` steps, the joint 8-task run ``8 N``, parsing
+with ImageNet ``2 N``. Every run is evaluated every ``N`` steps, so one joint
+run gives both budgets of the comparison:
+
+- **equal total steps** (the paper's protocol): the joint run at step ``N``
+  against the single-task run at ``N`` (each joint task saw ``N / 8``);
+- **equal steps per task**: the joint run at ``8 N`` against the single-task
+  run at ``N`` (each task saw ``N`` steps in both).
 
   joint8                 Table 2 joint, Table 3 "all 8", Table 4 "all blocks"
   single_<task>          Table 2 single-task: imagenet, translate_en_de,
@@ -16,13 +23,13 @@ the joint run):
   table4_no_moe          Table 4: a dense FFN of equal active size per MoE
   table4_no_attention    Table 4: no attention blocks
 
-Each run is ``loop.train_and_evaluate`` of its config file (``configs/``)
-in ``<workroot>/<run>``; a finished run (``result.json`` there) is not run
-again. Written to the results folder: ``results.md`` (the three tables
-with chance levels and the paper's numbers, hardware and wall times),
-``results.json``, ``learning_curves.png`` (per-task training loss of the
-joint and single-task runs) and ``expert_load_<run>.png`` (per MoE layer, a
-task x expert heatmap of the share of routed token slots).
+Each (run, seed) is ``loop.train_and_evaluate`` of its config file in
+``<workroot>/<run>_s<seed>``; a finished one (``result.json`` there) is
+read back, so an interrupted call continues, and ``runs=`` picks a subset.
+Written to the results folder: ``results.md`` (the tables: mean and
+min–max over seeds, chance levels, the paper's numbers; the plateau step of
+every run), ``results.json``, ``learning_curves.png`` and
+``expert_load_<run>.png`` (seed 0).
 """
 
 import datetime
@@ -39,8 +46,6 @@ import numpy as np
 
 from configs import base
 from mm_jax.data import prepare
-from mm_jax.data import preprocess
-from mm_jax.data import registry
 from mm_jax.eval import chance
 from mm_jax.train import loop
 from mm_jax.train import reporting
@@ -60,7 +65,9 @@ TABLES = {
     'table3': ('table3_parse', 'table3_parse_imagenet', 'joint8'),
     'table4': ('joint8', 'table4_no_moe', 'table4_no_attention'),
 }
-# The headline metric(s) per task, as in the paper's tables.
+# The headline metric(s) per task, as in the paper's tables; the first
+# decides the plateau step. Parsing's sequence_accuracy (the paper's
+# "full-tree accuracy") and speech's WER come from greedy decodes.
 TASK_METRICS = {
     'imagenet': ('top1', 'top5'),
     'caption_en': ('token_accuracy', 'bleu'),
@@ -69,6 +76,7 @@ TASK_METRICS = {
     **{t: ('token_accuracy', 'bleu') for t in base.ALL_TASKS
        if t.startswith('translate_')},
 }
+LOWER_IS_BETTER = ('wer', 'log_ppl')
 PAPER = {
     'table2': {  # joint 8-problem vs single-problem (paper Table 2)
         'imagenet': 'top-5 86% joint vs 86% single (top-1 76% vs 77%)',
@@ -82,18 +90,34 @@ PAPER = {
               'cases improves it on all tasks" (abstract); Table 4 reports '
               'ImageNet and WMT EN->FR',
 }
+# Within this fraction of a run's best value counts as plateaued.
+PLATEAU_TOLERANCE = 0.02
 
 
-def run_config(name: str, size: str, steps: int,
-               overrides: Optional[Mapping[str, Any]] = None):
-  """The locked config of run ``name``: its config file at ``size``, trained
-  ``steps`` steps, evaluated once at the end, plus ``overrides``."""
+def run_tasks(name: str, size: str = 'tiny') -> Tuple[str, ...]:
+  """The tasks run ``name`` trains (weight > 0 in its config)."""
   module, arg = RUNS[name]
-  arg = f'{arg},{size}' if arg else size
-  config = importlib.import_module(module).get_config(arg)
-  settings = {'train.num_train_steps': steps, 'train.eval_every': steps,
-              'train.checkpoint_every': steps,
-              'train.log_every': max(1, steps // 20)}
+  config = importlib.import_module(module).get_config(
+      f'{arg},{size}' if arg else size)
+  return tuple(sorted(t for t, w in config.data.mixture.items() if w > 0))
+
+
+def run_config(name: str, size: str, steps_per_task: int, seed: int = 0,
+               overrides: Optional[Mapping[str, Any]] = None):
+  """The locked config of run ``name``: its config file at ``size``, an even
+  mixture over its tasks, ``steps_per_task`` steps per task, evaluated
+  every ``steps_per_task`` steps, then ``overrides``."""
+  module, arg = RUNS[name]
+  config = importlib.import_module(module).get_config(
+      f'{arg},{size}' if arg else size)
+  tasks = run_tasks(name, size)
+  steps = steps_per_task * len(tasks)
+  settings = {f'data.mixture.{t}': float(t in tasks)
+              for t in config.data.mixture}
+  settings.update({
+      'seed': seed, 'train.num_train_steps': steps,
+      'train.eval_every': steps_per_task, 'train.checkpoint_every': steps,
+      'train.log_every': max(1, steps_per_task // 10)})
   settings.update(overrides or {})
   return base.override(config, settings)
 
@@ -105,28 +129,44 @@ def _read_jsonl(path: str) -> list:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def run_one(name: str, workroot: str, size: str, steps: int,
-            overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-  """Trains and evaluates run ``name`` (or reads its ``result.json``)."""
-  workdir = os.path.join(workroot, name)
+def evaluations(records: Sequence[Mapping[str, Any]]) -> Dict[int, Dict]:
+  """{step: {'<task>/<metric>': value}} of the validation passes logged in
+  ``metrics.jsonl`` records."""
+  out: Dict[int, Dict[str, float]] = {}
+  prefix = 'validation/'
+  for r in records:
+    for key, value in r.items():
+      if key.startswith(prefix) and '/mean/' not in key:
+        out.setdefault(int(r['step']), {})[key[len(prefix):]] = float(value)
+  return dict(sorted(out.items()))
+
+
+def run_one(name: str, workroot: str, size: str, steps_per_task: int,
+            seed: int = 0, overrides: Optional[Mapping[str, Any]] = None
+            ) -> Dict[str, Any]:
+  """Trains and evaluates (run ``name``, ``seed``) or reads its result."""
+  workdir = os.path.join(workroot, f'{name}_s{seed}')
   path = os.path.join(workdir, 'result.json')
   if os.path.exists(path):
     with open(path) as f:
       result = json.load(f)
-    if result['steps'] == steps:
-      logging.info('reproduce: %s already done (%s).', name, path)
+    if result.get('steps_per_task') == steps_per_task:
+      logging.info('reproduce: %s seed %d already done (%s).', name, seed,
+                   path)
       return result
-  config = run_config(name, size, steps, overrides)
-  logging.info('reproduce: running %s in %s.', name, workdir)
+  config = run_config(name, size, steps_per_task, seed, overrides)
+  logging.info('reproduce: running %s seed %d in %s.', name, seed, workdir)
   start = time.perf_counter()
-  final = loop.train_and_evaluate(config, workdir)
+  loop.train_and_evaluate(config, workdir)
+  records = _read_jsonl(os.path.join(workdir, reporting.METRICS_FILE))
   result = {
-      'name': name, 'steps': steps, 'size': size,
+      'name': name, 'seed': seed, 'size': size,
+      'steps_per_task': steps_per_task,
+      'steps': int(config.train.num_train_steps),
       'wall_seconds': time.perf_counter() - start,
-      'tasks': sorted(t for t, w in config.data.mixture.items() if w > 0),
-      'metrics': {k: float(v) for k, v in final.items()
-                  if k.startswith('validation/')},
-      'curves': _read_jsonl(os.path.join(workdir, reporting.METRICS_FILE)),
+      'tasks': list(run_tasks(name, size)),
+      'evaluations': {str(k): v for k, v in evaluations(records).items()},
+      'curves': [r for r in records if any(k.endswith('/loss') for k in r)],
       'expert_load': _read_jsonl(os.path.join(workdir, reporting.LOAD_FILE)),
   }
   with open(path, 'w') as f:
@@ -134,96 +174,168 @@ def run_one(name: str, workroot: str, size: str, steps: int,
   return result
 
 
-def _metric(result: Mapping[str, Any], task: str, metric: str
-            ) -> Optional[float]:
-  return result['metrics'].get(f'validation/{task}/{metric}')
+def value_at(results: Sequence[Mapping[str, Any]], step: int, task: str,
+             metric: str) -> Optional[Tuple[float, float, float, int]]:
+  """(mean, min, max, n) over seeds of ``task/metric`` at ``step``."""
+  values = [r['evaluations'].get(str(step), {}).get(f'{task}/{metric}')
+            for r in results]
+  values = [v for v in values if v is not None and np.isfinite(v)]
+  if not values:
+    return None
+  return (float(np.mean(values)), float(np.min(values)),
+          float(np.max(values)), len(values))
 
 
-def _fmt(value: Optional[float], metric: str) -> str:
-  if value is None or not np.isfinite(value):
+def plateau(results: Sequence[Mapping[str, Any]], task: str, metric: str
+            ) -> Optional[Dict[str, Any]]:
+  """When the seed-mean of ``task/metric`` stopped improving.
+
+  Returns {'best_step', 'plateau_step' (first evaluation within
+  ``PLATEAU_TOLERANCE`` of the best), 'rising' (the last evaluation still
+  improved on the one before by more than that)} or None.
+  """
+  steps = sorted({int(s) for r in results for s in r['evaluations']})
+  series = [(s, value_at(results, s, task, metric)) for s in steps]
+  series = [(s, v[0]) for s, v in series if v is not None]
+  if not series:
+    return None
+  sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+  best_step, best = max(series, key=lambda sv: sign * sv[1])
+  tol = PLATEAU_TOLERANCE * max(abs(best), 1e-9)
+  first = next(s for s, v in series if sign * (best - v) <= tol)
+  rising = len(series) > 1 and sign * (series[-1][1] - series[-2][1]) > tol
+  return {'best_step': best_step, 'plateau_step': first, 'rising': rising}
+
+
+def _fmt(cell: Optional[Tuple[float, float, float, int]], metric: str) -> str:
+  if cell is None:
     return '—'
+  mean, lo, hi, n = cell
   if metric == 'bleu':
-    return f'{value:.1f}'
-  return f'{100 * value:.1f}%'
+    text = f'{mean:.1f}'
+    spread = f' ({lo:.1f}–{hi:.1f})' if n > 1 else ''
+  else:
+    text = f'{100 * mean:.1f}%'
+    spread = f' ({100 * lo:.1f}–{100 * hi:.1f})' if n > 1 else ''
+  return text + spread
 
 
-def _row(task, metric, results, runs, levels) -> str:
-  cells = [_fmt(_metric(results[r], task, metric), metric) for r in runs]
-  chance_value = levels.get(task, {}).get(metric)
-  return (f'| {task} | {metric} | ' + ' | '.join(cells) +
-          f' | {_fmt(chance_value, metric)} |')
+def _chance(levels, task, metric) -> str:
+  value = levels.get(task, {}).get(metric)
+  return '—' if value is None else f'{100 * value:.1f}%'
 
 
-def _table2(results, levels) -> list:
+def _table2(runs, n, levels) -> list:
   lines = ['### Table 2: joint 8-task vs single-task', '',
-           '| task | metric | joint (8 tasks) | single task | chance | paper |',
-           '|---|---|---|---|---|---|']
+           f'| task | metric | single ({n} steps) | joint, equal total steps '
+           f'({n}) | joint, equal steps per task ({8 * n}) | chance | paper |',
+           '|---|---|---|---|---|---|---|']
   for task in SINGLE_TASKS:
     for metric in TASK_METRICS[task]:
-      joint = _fmt(_metric(results['joint8'], task, metric), metric)
-      single = _fmt(_metric(results[f'single_{task}'], task, metric), metric)
-      lines.append(f'| {task} | {metric} | {joint} | {single} | '
-                   f'{_fmt(levels.get(task, {}).get(metric), metric)} | '
+      single = value_at(runs[f'single_{task}'], n, task, metric)
+      total = value_at(runs['joint8'], n, task, metric)
+      per_task = value_at(runs['joint8'], 8 * n, task, metric)
+      lines.append(f'| {task} | {metric} | {_fmt(single, metric)} | '
+                   f'{_fmt(total, metric)} | {_fmt(per_task, metric)} | '
+                   f'{_chance(levels, task, metric)} | '
                    f'{PAPER["table2"][task]} |')
   return lines + ['']
 
 
-def _table3(results, levels) -> list:
-  runs = TABLES['table3']
+def _table3(runs, n, levels) -> list:
   lines = ['### Table 3: parsing alone, with ImageNet, with all 8', '',
-           '| task | metric | parse alone | parse + ImageNet | all 8 | chance |',
-           '|---|---|---|---|---|---|']
-  for metric in TASK_METRICS['parse_en']:
-    lines.append(_row('parse_en', metric, results, runs, levels))
-  return lines + ['', f'Paper: {PAPER["table3"]}.', '']
+           f'| metric | parse alone ({n}) | + ImageNet, equal total ({n}) | '
+           f'+ ImageNet, equal per task ({2 * n}) | all 8, equal total '
+           f'({n}) | all 8, equal per task ({8 * n}) | chance |',
+           '|---|---|---|---|---|---|---|']
+  for metric in TASK_METRICS['parse_en'] + ('sequence_accuracy_tf',):
+    cells = [value_at(runs['table3_parse'], n, 'parse_en', metric),
+             value_at(runs['table3_parse_imagenet'], n, 'parse_en', metric),
+             value_at(runs['table3_parse_imagenet'], 2 * n, 'parse_en',
+                      metric),
+             value_at(runs['joint8'], n, 'parse_en', metric),
+             value_at(runs['joint8'], 8 * n, 'parse_en', metric)]
+    lines.append(f'| {metric} | ' + ' | '.join(_fmt(c, metric) for c in cells)
+                 + f' | {_chance(levels, "parse_en", metric)} |')
+  return lines + ['', f'Paper: {PAPER["table3"]}. `sequence_accuracy` is '
+                  'from greedy decodes, `sequence_accuracy_tf` teacher-'
+                  'forced (every target token right).', '']
 
 
-def _table4(results, levels) -> list:
-  runs = TABLES['table4']
-  lines = ['### Table 4: all blocks / without MoE / without attention '
-           '(joint 8-task)', '',
+def _table4(runs, n, levels) -> list:
+  step = 8 * n
+  names = TABLES['table4']
+  lines = [f'### Table 4: all blocks / without MoE / without attention '
+           f'(joint 8-task, {step} steps)', '',
            '| task | metric | all blocks | without MoE | without attention | '
            'chance |', '|---|---|---|---|---|---|']
   for task in base.PAPER_TASKS:
     for metric in TASK_METRICS[task]:
-      lines.append(_row(task, metric, results, runs, levels))
+      cells = [value_at(runs[r], step, task, metric) for r in names]
+      lines.append(f'| {task} | {metric} | ' +
+                   ' | '.join(_fmt(c, metric) for c in cells) +
+                   f' | {_chance(levels, task, metric)} |')
   return lines + ['', f'Paper: {PAPER["table4"]}.', '']
 
 
-def format_tables(results: Mapping[str, Mapping[str, Any]],
+def _runs_table(runs) -> list:
+  lines = ['### Runs and plateaus', '',
+           'Plateau: the first evaluation within '
+           f'{PLATEAU_TOLERANCE:.0%} of the run\'s best seed-mean value of the '
+           'task\'s first metric; "rising" if the last evaluation still gained '
+           'more than that.', '',
+           '| run | seeds | steps | wall time per seed | task: plateau step / '
+           'best step |', '|---|---|---|---|---|']
+  for name, results in runs.items():
+    tasks = results[0]['tasks']
+    cells = []
+    for task in tasks:
+      p = plateau(results, task, TASK_METRICS.get(task, ('token_accuracy',))
+                  [0])
+      if p:
+        cells.append(f'{task} {p["plateau_step"]}/{p["best_step"]}'
+                     + (' rising' if p['rising'] else ''))
+    wall = np.mean([r['wall_seconds'] for r in results]) / 60
+    lines.append(f'| {name} | {len(results)} | {results[0]["steps"]} | '
+                 f'{wall:.1f} min | {"; ".join(cells)} |')
+  return lines + ['']
+
+
+def format_tables(runs: Mapping[str, Sequence[Mapping[str, Any]]],
+                  steps_per_task: int,
                   levels: Mapping[str, Mapping[str, float]],
                   header: str) -> str:
   """The markdown of ``results.md``: the tables whose runs are all in
-  ``results``, then the runs with their wall times."""
+  ``runs`` ({run: [result per seed]}), then the runs and their plateaus."""
   lines = [header, '']
   for table, make in (('table2', _table2), ('table3', _table3),
                       ('table4', _table4)):
-    if all(n in results for n in TABLES[table]):
-      lines += make(results, levels)
-  lines += ['### Runs', '', '| run | tasks | steps | wall time |',
-            '|---|---|---|---|']
-  for name, r in results.items():
-    lines.append(f'| {name} | {len(r["tasks"])} | {r["steps"]} | '
-                 f'{r["wall_seconds"] / 60:.1f} min |')
+    if all(r in runs for r in TABLES[table]):
+      lines += make(runs, steps_per_task, levels)
+  lines += _runs_table(runs)
   return '\n'.join(lines) + '\n'
 
 
-def plot_learning_curves(results, path: str) -> None:
-  """Per-task training loss vs step: the joint run and the single runs."""
+def plot_learning_curves(runs, path: str) -> None:
+  """Per-task training loss vs steps of that task: joint and single runs
+  (seed 0; the joint run's x axis is its steps / 8, i.e. per task)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  tasks = base.PAPER_TASKS
   fig, axes = plt.subplots(2, 4, figsize=(16, 7), squeeze=False)
-  for ax, task in zip(axes.ravel(), tasks):
-    for name, r in results.items():
-      points = [(c['step'], c[f'{task}/loss']) for c in r['curves']
-                if f'{task}/loss' in c]
-      if points and (name == 'joint8' or name == f'single_{task}'):
+  for ax, task in zip(axes.ravel(), base.PAPER_TASKS):
+    for name in ('joint8', f'single_{task}'):
+      if name not in runs:
+        continue
+      result = runs[name][0]
+      scale = 1.0 / len(result['tasks'])
+      points = [(c['step'] * scale, c[f'{task}/loss'])
+                for c in result['curves'] if f'{task}/loss' in c]
+      if points:
         steps, values = zip(*points)
         ax.plot(steps, values, label=name)
     ax.set_title(task)
-    ax.set_xlabel('step')
+    ax.set_xlabel('steps per task')
     ax.set_ylabel('training loss (smoothed CE)')
     ax.legend(fontsize=7)
   fig.tight_layout()
@@ -282,21 +394,6 @@ def plot_expert_load(result, path: str) -> bool:
   return True
 
 
-def _batch_note(data_cfg) -> str:
-  """E.g. ', imagenet 4x at 32 px': tasks whose batch or image size is not
-  the config's common one."""
-  notes = []
-  for name in sorted(t for t, w in data_cfg.mixture.items() if w > 0):
-    task = registry.get(name)
-    mult = data_cfg.batch_size_multiplier.get(name, 1)
-    size = preprocess.image_size_for(task, data_cfg)
-    odd_size = task.input_modality == 'image' and size != data_cfg.image_size
-    if mult != 1 or odd_size:
-      notes.append(f', {name} {mult}x' + (f' at {size} px' if odd_size
-                                          else ''))
-  return ''.join(notes)
-
-
 def hardware() -> str:
   devices = jax.devices()
   return (f'{len(devices)} x {devices[0].device_kind} ({jax.default_backend()}'
@@ -304,11 +401,15 @@ def hardware() -> str:
 
 
 def run_all(results_dir: str, *, workroot: str, size: str = 'tiny',
-            steps: int = 150, tables: Sequence[str] = tuple(TABLES),
+            steps_per_task: int = 100, seeds: Sequence[int] = (0, 1),
+            tables: Sequence[str] = tuple(TABLES),
+            runs: Optional[Sequence[str]] = None,
             overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-  """Runs what ``tables`` need and writes the results folder.
+  """Runs what ``tables`` need (or only ``runs``) and writes the results
+  folder from every finished run found in ``workroot``.
 
-  Returns {'results': {run: result}, 'chance': levels, 'markdown': text}.
+  Returns {'runs': {run: [result per seed]}, 'chance': levels,
+  'markdown': text}.
   """
   unknown = set(tables) - set(TABLES)
   if unknown:
@@ -316,33 +417,62 @@ def run_all(results_dir: str, *, workroot: str, size: str = 'tiny',
                      f'{sorted(TABLES)}.')
   names = list(dict.fromkeys(n for t in TABLES for n in TABLES[t]
                              if t in tables))
+  if runs is not None:
+    bad = set(runs) - set(RUNS)
+    if bad:
+      raise ValueError(f'Unknown runs {sorted(bad)}; choose from '
+                       f'{sorted(RUNS)}.')
+    names = [n for n in names if n in runs]
   os.makedirs(results_dir, exist_ok=True)
   start = time.perf_counter()
-  results = {n: run_one(n, workroot, size, steps, overrides) for n in names}
-  joint = run_config('joint8', size, steps, overrides)
+  for name in names:
+    for seed in seeds:
+      run_one(name, workroot, size, steps_per_task, seed, overrides)
+  # Tables from every finished run of these settings, this call's or not.
+  done = {}
+  for name in RUNS:
+    found = [_read_result(workroot, name, s, steps_per_task) for s in seeds]
+    found = [r for r in found if r is not None]
+    if found:
+      done[name] = found
+  joint = run_config('joint8', size, steps_per_task, 0, overrides)
   vocab = prepare.ensure_prepared(joint.data)
   levels = chance.chance_levels(joint, vocab)
-  total = sum(r['wall_seconds'] for r in results.values())
-  header = (f'## Paper tables on the tiny suite ({steps} steps per run, '
-            f'batch {joint.data.batch_size}{_batch_note(joint.data)})\n\n'
-            f'Hardware: {hardware()}. Runs took {total / 60:.0f} min in all '
-            f'(this call {(time.perf_counter() - start) / 60:.0f} min); '
-            f'generated {datetime.date.today().isoformat()} by '
-            f'`python launch/reproduce.py --suite={size} --steps={steps}`. '
-            'Metrics are on the first '
+  total = sum(r['wall_seconds'] for rs in done.values() for r in rs)
+  header = (f'## Paper tables on the tiny suite ({steps_per_task} steps per '
+            f'task, seeds {list(seeds)}, batch {joint.data.batch_size})\n\n'
+            f'Hardware: {hardware()}. Runs took {total / 3600:.1f} h in all '
+            f'(this call {(time.perf_counter() - start) / 3600:.1f} h); '
+            f'generated {datetime.date.today().isoformat()} by `python '
+            f'launch/reproduce.py --suite={size} --steps_per_task='
+            f'{steps_per_task} --seeds={",".join(map(str, seeds))}`. Every '
+            'run mixes its tasks evenly; cells are the mean over seeds '
+            '(min–max). Metrics are on the first '
             f'{joint.eval.max_batches * joint.eval.batch_size} validation '
             'examples per task; decodes are greedy for the tiny size.')
-  markdown = format_tables(results, levels, header)
+  markdown = format_tables(done, steps_per_task, levels, header)
   with open(os.path.join(results_dir, 'results.md'), 'w') as f:
     f.write(markdown)
   with open(os.path.join(results_dir, 'results.json'), 'w') as f:
-    json.dump({'chance': levels, 'hardware': hardware(), 'steps': steps,
-               'runs': {n: {k: v for k, v in r.items()
-                            if k not in ('curves', 'expert_load')}
-                        for n, r in results.items()}}, f, indent=1)
-  plot_learning_curves(results, os.path.join(results_dir,
-                                             'learning_curves.png'))
-  for name, result in results.items():
-    plot_expert_load(result, os.path.join(results_dir,
-                                          f'expert_load_{name}.png'))
-  return {'results': results, 'chance': levels, 'markdown': markdown}
+    json.dump({'chance': levels, 'hardware': hardware(),
+               'steps_per_task': steps_per_task, 'seeds': list(seeds),
+               'runs': {n: [{k: v for k, v in r.items()
+                             if k not in ('curves', 'expert_load')}
+                            for r in rs] for n, rs in done.items()}},
+              f, indent=1)
+  plot_learning_curves(done, os.path.join(results_dir,
+                                          'learning_curves.png'))
+  for name, results in done.items():
+    plot_expert_load(results[0], os.path.join(results_dir,
+                                              f'expert_load_{name}.png'))
+  return {'runs': done, 'chance': levels, 'markdown': markdown}
+
+
+def _read_result(workroot: str, name: str, seed: int, steps_per_task: int
+                 ) -> Optional[Dict[str, Any]]:
+  path = os.path.join(workroot, f'{name}_s{seed}', 'result.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    result = json.load(f)
+  return result if result.get('steps_per_task') == steps_per_task else None

@@ -18,9 +18,11 @@ if _flag not in os.environ.get('XLA_FLAGS', ''):
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+from configs import base  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 SMALL = {
-    'data.tiny.num_train': 64, 'data.tiny.num_eval': 16,
-    'data.tiny.num_speech_train': 16, 'data.batch_size': 8,
+    **base.tiny_sizes(64, 16, speech_en=16), 'data.batch_size': 8,
+    'compilation_cache_dir': '',          # the session's (xla_cache) or none
     'data.length_buckets': (), 'data.audio_frame_buckets': (),
     'model.d_model': 32, 'model.num_heads': 2, 'model.moe.num_experts': 4,
     'model.moe.hidden': 32, 'model.num_encoder_blocks_before_moe': 1,

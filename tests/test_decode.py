@@ -30,9 +30,9 @@ def small_model():
   m.num_encoder_blocks_before_moe, m.num_encoder_blocks_after_moe = 1, 0
   m.num_decoder_blocks_before_moe, m.num_decoder_blocks_after_moe = 1, 0
   m.dropout = 0.0
-  # Live residual branches at init (default 0 makes ConvBlocks the identity
+  # Live residual branches at init (a zero init makes ConvBlocks the identity
   # until trained, which would hide a convolution bug from these checks).
-  m.conv_block_norm_scale_init = 1.0
+  m.conv_block_zero_init = 'none'
   return mm_jax.create_model(config)
 
 

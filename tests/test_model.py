@@ -15,10 +15,10 @@ from mm_jax.model import body
 
 def _model(**overrides):
   config = base.get_config('tiny')
-  # Live residual branches at init: with the default (0) every ConvBlock is
-  # the identity until trained, and the causality and padding checks below
+  # Live residual branches at init: with a zero init every ConvBlock is the
+  # identity until trained, and the causality and padding checks below
   # would not exercise its convolutions.
-  config.model.conv_block_norm_scale_init = 1.0
+  config.model.conv_block_zero_init = 'none'
   for key, value in overrides.items():
     section = config.model
     *parents, leaf = key.split('.')
@@ -136,6 +136,9 @@ def test_encoder_ignores_padded_content(tiny):
   out2 = encode(x2)
   np.testing.assert_allclose(out2[1, :6], out[1, :6], atol=1e-5, rtol=1e-5)
   np.testing.assert_allclose(out2[0], out[0], atol=1e-5, rtol=1e-5)
+  # T2T re-masks after every ConvBlock: padded positions leave as zeros.
+  assert not model.cfg.encoder_output_norm
+  np.testing.assert_array_equal(out2[1, 6:], 0.0)
 
 
 def test_text_padding_length_does_not_change_logits(tiny):

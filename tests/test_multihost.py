@@ -26,7 +26,7 @@ import multihost_local  # pylint: disable=g-import-not-at-top,wrong-import-posit
 STEPS = 4
 COMPARED = ('loss', 'grad_norm', 'param_norm')
 OVERRIDES = {
-    'data.tiny.num_train': 64, 'data.tiny.num_eval': 16,
+    **base.tiny_sizes(64, 16),
     'data.batch_size': 8, 'data.length_buckets': (),
     'model.d_model': 32, 'model.num_heads': 2, 'model.moe.num_experts': 4,
     'model.moe.hidden': 32, 'model.num_encoder_blocks_before_moe': 1,

@@ -1,5 +1,6 @@
 """Tests for mm_jax.train.optim: schedules and the optax chain."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -77,3 +78,45 @@ def test_weight_decay_only_on_matrices():
   np.testing.assert_allclose(updates['scale'], 0.0)
   new = optax.apply_updates(params, updates)
   assert float(new['matrix'][0, 0]) < 1.0
+
+
+def test_t2t_exp_schedule_by_hand():
+  # exp500k with N = 600k steps: warm-up 3000, constant to step 100k, then
+  # 0.9999955 per step.
+  sched = optim.make_schedule(_train_cfg(
+      schedule='t2t_exp', learning_rate=0.05, warmup_steps=3000,
+      num_train_steps=600_000, decay_rate=0.9999955, decay_steps=500_000),
+                              512)
+  np.testing.assert_allclose(sched(0), 0.05 * 0.01, rtol=1e-5)
+  np.testing.assert_allclose(sched(1500), 0.05 * 0.1, rtol=1e-5)
+  np.testing.assert_allclose(sched(3000), 0.05, rtol=1e-6)
+  np.testing.assert_allclose(sched(100_000), 0.05, rtol=1e-6)
+  np.testing.assert_allclose(sched(300_000), 0.05 * 0.9999955 ** 200_000,
+                             rtol=1e-4)
+  # Fewer steps than decay_steps + warm-up: decays from the warm-up's end
+  # (T2T's from_which_step < 0), starting below the peak.
+  short = optim.make_schedule(_train_cfg(
+      schedule='t2t_exp', learning_rate=1.0, warmup_steps=10,
+      num_train_steps=100, decay_rate=0.5, decay_steps=95), 512)
+  np.testing.assert_allclose(short(10), 0.5 ** 5, rtol=1e-6)
+  with pytest.raises(ValueError, match='decay_rate'):
+    optim.make_schedule(_train_cfg(schedule='t2t_exp', decay_rate=1.5), 512)
+
+
+def test_normalized_l2_is_the_gradient_of_t2ts_loss_term():
+  t = _train_cfg(weight_decay=3.0, weight_decay_type='normalized_l2',
+                 grad_clip_norm=1e9)
+  tx, _ = optim.make_optimizer(t, 128)
+  params = {'matrix': jnp.arange(6.0).reshape(2, 3), 'scale': jnp.ones((3,))}
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  l2 = optim.add_normalized_l2(3.0)
+  grads, _ = l2.update(zeros, l2.init(params), params)
+  loss = lambda p: 3.0 * jnp.sum(p['matrix'] ** 2) / (2 * p['matrix'].size)
+  np.testing.assert_allclose(grads['matrix'], jax.grad(loss)(params)['matrix'],
+                             rtol=1e-6)
+  np.testing.assert_array_equal(grads['scale'], 0.0)
+  # In the chain it comes first: Adam normalises it like any gradient.
+  updates, state = tx.update(zeros, tx.init(params), params)
+  assert float(jnp.abs(updates['matrix']).max()) > 0
+  with pytest.raises(ValueError, match='weight_decay_type'):
+    optim.make_optimizer(_train_cfg(weight_decay_type='l1'), 128)

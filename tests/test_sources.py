@@ -126,7 +126,8 @@ def test_missing_dataset_message(tmp_path, cfg):
 def test_tfrecord_only_dataset_says_how_to_convert(tmp_path):
   data = base.data_config('tiny')
   data.data_dir = str(tmp_path)
-  data.tiny.num_train, data.tiny.num_eval = 2, 1
+  data.tiny.num_train.update({t: 2 for t in data.tiny.num_train})
+  data.tiny.num_eval = 1
   config = builders.tiny_config('tiny_translation', data)
   builder = builders.TinyTranslation(config=config, data_dir=str(tmp_path),
                                      file_format='tfrecord')

@@ -23,8 +23,9 @@ KEYS = {'tiny_images': {'image', 'label'},
 def _cfg(data_dir, num_train=8, num_eval=4, num_speech_train=3):
   cfg = base.data_config('tiny')
   cfg.data_dir = str(data_dir)
-  cfg.tiny.num_train, cfg.tiny.num_eval = num_train, num_eval
-  cfg.tiny.num_speech_train = num_speech_train
+  cfg.tiny.num_train.update({t: num_train for t in cfg.tiny.num_train})
+  cfg.tiny.num_train.speech_en = num_speech_train
+  cfg.tiny.num_eval = num_eval
   cfg.vocab_size = 400
   return cfg
 
@@ -183,7 +184,8 @@ def test_prepare_command(tmp_path, capsys):
       'from configs import base\n\n'
       'def get_config(arg=None):\n'
       '  c = base.get_config(arg)\n'
-      '  c.data.tiny.num_train, c.data.tiny.num_eval = 6, 2\n'
+      '  c.data.tiny.num_train.update({t: 6 for t in c.data.tiny.num_train})\n'
+      '  c.data.tiny.num_eval = 2\n'
       '  c.data.vocab_size = 300\n'
       '  for name in c.data.mixture:\n'
       "    c.data.mixture[name] = float(name == 'translate_en_de')\n"
@@ -207,3 +209,36 @@ def test_tiny_datasets_of_tasks():
                                      'speech_en', 'parse_en')]
   assert prepare.tiny_datasets(tasks) == ['tiny_images', 'tiny_translation',
                                           'tiny_speech']
+
+
+def test_tasks_read_prefixes_of_one_dataset_sized_for_the_largest(cfg):
+  from mm_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  small = cfg.copy_and_resolve_references()
+  small.tiny.num_train.parse_en = 3          # a low-data task
+  # The dataset is sized for its largest task: the fixture's 8 examples.
+  assert builders.train_size('tiny_translation', small) == 8
+  parse = pipeline.task_source(registry.get('parse_en'), 'train', small)
+  en_de = pipeline.task_source(registry.get('translate_en_de'), 'train',
+                               small)
+  assert (len(parse), len(en_de)) == (3, 8)
+  # Parsing reads the first 3 of the shared sentences.
+  full = registry.get('parse_en').source('tiny', 'train', small)
+  assert len(full) == 8
+  for i in range(3):
+    assert parse[i] == full[i]
+  with pytest.raises(IndexError, match='out of range'):
+    parse[3]
+  # Evaluation splits are not cut.
+  assert len(pipeline.task_source(registry.get('parse_en'), 'validation',
+                                  small)) == 4
+  bad = cfg.copy_and_resolve_references()
+  bad.tiny.num_train.update({t: 0 for t in builders.DATASET_TASKS[
+      'tiny_translation']})
+  with pytest.raises(ValueError, match='num_train needs a positive size'):
+    builders.train_size('tiny_translation', bad)
+
+
+def test_default_tiny_sizes_follow_the_papers_data_regime():
+  sizes = base.get_config('tiny').data.tiny.num_train
+  assert sizes.parse_en == sizes.speech_en == 300
+  assert sizes.translate_en_de == sizes.imagenet == sizes.caption_en == 4000

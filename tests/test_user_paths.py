@@ -128,23 +128,50 @@ def test_reproduce_runs_the_tables_at_reduced_size(data, xla_cache,
                                                    tmp_path):
   overrides = {**conftest.SMALL, **data}
   out = reproduce.run_all(str(tmp_path / 'results'),
-                          workroot=str(tmp_path / 'runs'), steps=2,
-                          tables=('table3', 'table4'), overrides=overrides)
-  assert sorted(out['results']) == sorted(
+                          workroot=str(tmp_path / 'runs'), steps_per_task=1,
+                          seeds=(0,), tables=('table3', 'table4'),
+                          overrides=overrides)
+  assert sorted(out['runs']) == sorted(
       set(reproduce.TABLES['table3'] + reproduce.TABLES['table4']))
+  joint = out['runs']['joint8'][0]
+  assert joint['steps'] == 8
+  assert sorted(int(s) for s in joint['evaluations']) == list(range(1, 9))
   text = (tmp_path / 'results' / 'results.md').read_text()
   assert '### Table 3' in text and '### Table 4' in text
   assert '### Table 2' not in text          # its runs were not asked for
   assert '11.7%' in text                    # the paper's numbers
+  assert 'equal per task (8)' in text
   for name in ('learning_curves.png', 'expert_load_joint8.png',
                'results.json'):
     assert (tmp_path / 'results' / name).stat().st_size > 0, name
   assert not (tmp_path / 'results' / 'expert_load_table4_no_moe.png').exists()
   # A finished run is read back, not trained again.
   again = reproduce.run_one('table3_parse', str(tmp_path / 'runs'), 'tiny',
-                            2, overrides)
-  assert again['wall_seconds'] == out['results']['table3_parse'][
+                            1, 0, overrides)
+  assert again['wall_seconds'] == out['runs']['table3_parse'][0][
       'wall_seconds']
+
+
+def test_plateau_and_seed_means():
+  def result(seed, values):
+    return {'seed': seed, 'evaluations': {
+        str(s): {'parse_en/token_accuracy': v, 'speech_en/wer': 1 - v}
+        for s, v in values.items()}}
+  # Seed means: 0.6, 0.81, 0.82 (best), 0.815; within 2% from step 20.
+  runs = [result(0, {10: 0.5, 20: 0.80, 30: 0.81, 40: 0.79}),
+          result(1, {10: 0.7, 20: 0.82, 30: 0.83, 40: 0.84})]
+  mean, lo, hi, n = reproduce.value_at(runs, 20, 'parse_en',
+                                       'token_accuracy')
+  assert (round(mean, 6), lo, hi, n) == (0.81, 0.8, 0.82, 2)
+  p = reproduce.plateau(runs, 'parse_en', 'token_accuracy')
+  assert p == {'best_step': 30, 'plateau_step': 20, 'rising': False}
+  # Lower is better: WER means 0.19, 0.18 (best), 0.185; 2% of 0.18 is
+  # 0.0036, so only the best step itself is on the plateau.
+  p = reproduce.plateau(runs, 'speech_en', 'wer')
+  assert p['best_step'] == 30 and p['plateau_step'] == 30
+  rising = [result(0, {10: 0.2, 20: 0.4})]
+  assert reproduce.plateau(rising, 'parse_en', 'token_accuracy')['rising']
+  assert reproduce.value_at(runs, 50, 'parse_en', 'token_accuracy') is None
 
 
 def test_a_mixture_without_text_still_gets_a_vocabulary(data):

@@ -34,6 +34,7 @@ from mm_jax.data import batching
 from mm_jax.data import mixture as mixture_lib
 from mm_jax.data import preprocess
 from mm_jax.data import registry
+from mm_jax.data import sources as sources_lib
 from mm_jax.data import streams
 from mm_jax.data.prefetch import Prefetcher
 
@@ -103,10 +104,21 @@ def resolve_tasks(data_cfg, tasks=None):
 
 
 def task_source(task, split: str, data_cfg, sources=None):
-  """The random-access source of ``task``/``split`` (``sources`` overrides)."""
+  """The random-access source of ``task``/``split`` (``sources`` overrides).
+
+  Tiny suite, train split: the first ``config.data.tiny.num_train[task]``
+  examples (tasks that share a dataset, such as parsing and the
+  translations, read prefixes of one generated set; ``builders``
+  generates the largest size any of them asks for).
+  """
   if sources is not None and task.name in sources:
     return sources[task.name]
-  return task.source(data_cfg.suite, split, data_cfg)
+  source = task.source(data_cfg.suite, split, data_cfg)
+  if data_cfg.suite == 'tiny' and split == 'train':
+    limit = data_cfg.tiny.num_train.get(task.name, 0)
+    if limit:
+      source = sources_lib.PrefixSource(source, limit)
+  return source
 
 
 def batch_spec(task, data_cfg) -> batching.BatchSpec:

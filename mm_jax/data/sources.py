@@ -116,6 +116,23 @@ class MappedSource:
     return f'MappedSource({self.name!r}, {self._len} examples)'
 
 
+class PrefixSource:
+  """The first ``n`` examples of ``base`` (all of them if it has fewer)."""
+
+  def __init__(self, base: Sequence[Any], n: int):
+    self.base, self._len = base, min(int(n), len(base))
+    self.name = f'{getattr(base, "name", type(base).__name__)}[:{self._len}]'
+
+  def __len__(self) -> int:
+    return self._len
+
+  def __getitem__(self, i) -> dict:
+    return self.base[_index(i, self._len, self.name)]
+
+  def __repr__(self):
+    return f'PrefixSource({self.name!r}, {self._len} examples)'
+
+
 # ------------------------------------------------------- raw-example maps --
 
 def _rgb(image) -> np.ndarray:

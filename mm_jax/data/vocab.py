@@ -134,7 +134,8 @@ def recipe(data_cfg, task_names: Sequence[str],
        'tasks': sorted(task_names), 'vocab_size': int(data_cfg.vocab_size),
        'max_examples_per_task': int(max_examples_per_task)}
   if data_cfg.suite == 'tiny':
-    r['tiny'] = {k: int(v) for k, v in data_cfg.tiny.items()}
+    r['tiny'] = {k: ({t: int(n) for t, n in v.items()} if hasattr(v, 'items')
+                     else int(v)) for k, v in data_cfg.tiny.items()}
     r['image_size'] = int(data_cfg.image_size)
   return r
 

@@ -17,13 +17,21 @@ from mm_jax.model import conv, layers
 
 
 def timing_signal(length: int, channels: int, max_timescale: float = 1.0e4,
-                  min_timescale: float = 1.0) -> jax.Array:
+                  min_timescale: float = 1.0,
+                  num_timescales: int = 0) -> jax.Array:
   """Sinusoidal position signal (Vaswani et al. 2017). Returns [L, D] float32.
 
-  The first half of the channels are sines, the second half cosines, over
-  geometrically spaced timescales; an odd channel count is zero-padded.
+  ``num_timescales`` sines, then as many cosines, over geometrically spaced
+  timescales, in the first ``2 * num_timescales`` channels; the rest are
+  zero. ``num_timescales=16`` is T2T's ``common_layers.add_timing_signal``
+  (the 4-D version SliceNet and the MultiModel used); ``0`` means
+  ``channels // 2``, every channel (the Transformer's 1-D version). Widths
+  below ``2 * num_timescales`` (test models) take ``channels // 2``.
   """
-  num_timescales = channels // 2
+  if num_timescales < 0:
+    raise ValueError(f'model.timing_num_timescales must be >= 0 (0 = every '
+                     f'channel), got {num_timescales}.')
+  num_timescales = min(num_timescales or channels // 2, channels // 2)
   log_increment = (np.log(max_timescale / min_timescale) /
                    max(num_timescales - 1, 1))
   inv_timescales = min_timescale * np.exp(
@@ -31,14 +39,21 @@ def timing_signal(length: int, channels: int, max_timescale: float = 1.0e4,
   position = np.arange(length, dtype=np.float32)
   scaled = position[:, None] * inv_timescales[None, :]          # [L, D/2]
   signal = np.concatenate([np.sin(scaled), np.cos(scaled)], axis=1)
-  signal = np.pad(signal, [(0, 0), (0, channels % 2)])            # [L, D]
-  return jnp.asarray(signal, jnp.float32)
+  signal = np.pad(signal, [(0, 0), (0, channels - 2 * num_timescales)])
+  return jnp.asarray(signal, jnp.float32)                         # [L, D]
 
 
-def add_timing_signal(x: jax.Array, max_timescale: float = 1.0e4) -> jax.Array:
-  """x: [B, L, D] -> x + timing_signal(L, D)."""
+def add_timing_signal(x: jax.Array, max_timescale: float = 1.0e4,
+                      num_timescales: int = 0) -> jax.Array:
+  """x: [B, L, D] -> x + timing_signal(L, D, ..., num_timescales)."""
   _, length, channels = x.shape
-  return x + timing_signal(length, channels, max_timescale).astype(x.dtype)
+  return x + timing_signal(length, channels, max_timescale,
+                           num_timescales=num_timescales).astype(x.dtype)
+
+
+# 'xla': XLA's attention; 'cudnn': cuDNN's fused (flash) kernel on NVIDIA
+# GPUs (bfloat16/float16, head dim <= 128; padding must be trailing).
+ATTENTION_IMPLS = ('xla', 'cudnn')
 
 
 class MultiHeadAttention(nn.Module):
@@ -52,6 +67,7 @@ class MultiHeadAttention(nn.Module):
   projections: bool = True
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  implementation: str = 'xla'   # ATTENTION_IMPLS
 
   def _proj(self, name, shape, logical, fan_in_axes):
     """A projection parameter, LeCun-normal over its ``fan_in_axes``."""
@@ -86,11 +102,20 @@ class MultiHeadAttention(nn.Module):
       q = x.reshape(B, T, N, H)                                     # [B, T, N, H]
       k = source.reshape(B, S, N, H)                                # [B, S, N, H]
       v = k
-    mask = None
-    if source_mask is not None:
+    if self.implementation not in ATTENTION_IMPLS:
+      raise ValueError(f'Unknown model.attention_impl '
+                       f'{self.implementation!r}; choose one of '
+                       f'{ATTENTION_IMPLS}.')
+    mask = lengths = None
+    if source_mask is not None and self.implementation == 'cudnn':
+      # cuDNN's fused kernel takes padding as lengths (padding is trailing).
+      lengths = source_mask.astype(jnp.int32).sum(-1)               # [B]
+    elif source_mask is not None:
       mask = source_mask[:, None, None, :].astype(bool)             # [B, 1, 1, S]
-    out = jax.nn.dot_product_attention(q, k, v, mask=mask,
-                                       is_causal=causal)            # [B, T, N, H]
+    out = jax.nn.dot_product_attention(
+        q, k, v, mask=mask, is_causal=causal,
+        key_value_seq_lengths=lengths,
+        implementation=self.implementation)                         # [B, T, N, H]
     if self.projections:
       out = jnp.einsum('BTNH,NHD->BTD', out,
                        self._proj('output', (N, H, D),
@@ -101,11 +126,18 @@ class MultiHeadAttention(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-  """``LN(x + Attention(CausalConvSteps(x + timing), source))`` (SPEC §3.2)."""
+  """``LN(x + Attention(CausalConvSteps(x + timing), source))`` (SPEC §3.2).
+
+  Returns the normalised sum; the decoder adds it to its stream (T2T
+  ``multi_conv_res``: ``x += attention(x, source)``), the mixer uses it as is.
+  """
   convs: Sequence[Tuple[int, int]] = ((5, 1), (5, 4))
   num_heads: int = 8
   projections: bool = True
   max_timescale: float = 1.0e4
+  num_timescales: int = 0      # timing_signal; T2T: 16
+  separability: int = 0        # T2T: the two convs as a ConvBlock pair
+  implementation: str = 'xla'  # MultiHeadAttention.implementation
   epsilon: float = 1e-6
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
@@ -116,15 +148,17 @@ class AttentionBlock(nn.Module):
                source_mask: Optional[jax.Array] = None) -> jax.Array:
     """x: [B, T, D]; source: [B, S, D]; source_mask: [B, S] -> [B, T, D]."""
     d = x.shape[-1]
-    h = add_timing_signal(x, self.max_timescale)
+    h = add_timing_signal(x, self.max_timescale, self.num_timescales)
+    separabilities = conv.t2t_separabilities(self.separability,
+                                             2 * len(self.convs))
     for i, (kernel, dilation) in enumerate(self.convs):
       h = conv.ConvStep(d, (kernel,), (dilation,), padding='CAUSAL',
                         epsilon=self.epsilon, dtype=self.dtype,
                         param_dtype=self.param_dtype, impl=self.impl,
-                        name=f'conv_{i}')(h)
+                        separability=separabilities[i], name=f'conv_{i}')(h)
     attended = MultiHeadAttention(self.num_heads, self.projections, self.dtype,
-                                  self.param_dtype, name='attention')(
-                                      h, source, source_mask)
+                                  self.param_dtype, self.implementation,
+                                  name='attention')(h, source, source_mask)
     y = layers.LayerNorm(self.epsilon, self.dtype, self.param_dtype,
                          name='norm')(x + attended)
     return nn.with_logical_constraint(y, (axes.BATCH, axes.LENGTH, axes.EMBED))

@@ -34,6 +34,13 @@ class SepConv(nn.Module):
       XLA's grouped convolution is 5-20x slower), ``'xla'``, ``'shift'`` or
       ``'banded'`` (1-D kernels only; 2-D ones then shift). All give the same
       numbers up to rounding.
+    separability: T2T's ``subseparable_conv`` (``separability``). ``0``:
+      depthwise then one pointwise ``[I, F]``. ``-g``: the channels split into
+      ``g`` groups, each its own separable convolution to ``F / g`` (one
+      depthwise over all channels, then a block-diagonal pointwise ``[G, I/g,
+      F/g]``). ``+g``: ``g`` groups of full (not separable) convolutions
+      ``I/g -> F/g``, then, for ``g > 1``, a pointwise ``[F, F]`` that mixes
+      them (T2T's I/O mixer uses 4). ``I`` and ``F`` must divide by ``g``.
   """
   features: int
   kernel: Sequence[int]
@@ -46,6 +53,7 @@ class SepConv(nn.Module):
   logical_in: str = axes.EMBED
   logical_out: str = axes.EMBED
   impl: str = 'auto'
+  separability: int = 0
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -69,6 +77,29 @@ class SepConv(nn.Module):
       pads = jax.lax.padtype_to_pads(x.shape[1:-1], dilated, strides, 'SAME')
     else:
       raise ValueError(f'Unknown padding {self.padding!r}: SAME or CAUSAL.')
+    groups = abs(self.separability)
+    if groups > 1 and (in_features % groups or self.features % groups):
+      raise ValueError(
+          f'separability {self.separability} splits the channels into '
+          f'{groups} groups, but input channels {in_features} and output '
+          f'channels {self.features} must both divide by {groups}; choose '
+          'another model.conv_separability (or 0) for this width.')
+    if self.separability > 0:
+      y = self._grouped_full(x, kernel, dilation, strides, pads, groups)
+    else:
+      y = self._separable(x, kernel, dilation, strides, pads, groups)
+    if self.use_bias:
+      bias = self.param(
+          'bias', nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                               (self.logical_out,)),
+          (self.features,), self.param_dtype)
+      y = y + bias.astype(self.dtype)
+    return y
+
+  def _separable(self, x, kernel, dilation, strides, pads, groups):
+    """Depthwise, then a pointwise [I, F] or block-diagonal [G, I/g, F/g]."""
+    nd = x.ndim - 2
+    in_features = x.shape[-1]
     depthwise = self.param(
         'depthwise',
         nn.with_logical_partitioning(
@@ -79,20 +110,50 @@ class SepConv(nn.Module):
     x = depthwise_conv(x.astype(self.dtype), depthwise.astype(self.dtype),
                        strides=strides, pads=pads, dilation=dilation,
                        impl=self.impl)
+    if groups <= 1:
+      pointwise = self.param(
+          'pointwise',
+          nn.with_logical_partitioning(nn.initializers.lecun_normal(),
+                                       _pointwise_names(self.logical_in,
+                                                        self.logical_out)),
+          (in_features, self.features), self.param_dtype)
+      return jnp.einsum('...I,IF->...F', x, pointwise.astype(self.dtype))
+    names = _pointwise_names(self.logical_in, self.logical_out)
     pointwise = self.param(
         'pointwise',
+        nn.with_logical_partitioning(
+            nn.initializers.lecun_normal(in_axis=-2, out_axis=-1),
+            (None,) + names),
+        (groups, in_features // groups, self.features // groups),
+        self.param_dtype)
+    x = x.reshape(x.shape[:-1] + (groups, in_features // groups))  # [..., G, I/g]
+    y = jnp.einsum('...GI,GIF->...GF', x, pointwise.astype(self.dtype))
+    return y.reshape(y.shape[:-2] + (self.features,))            # [..., F]
+
+  def _grouped_full(self, x, kernel, dilation, strides, pads, groups):
+    """``groups`` full convolutions I/g -> F/g, then a pointwise [F, F]."""
+    nd = x.ndim - 2
+    in_features = x.shape[-1]
+    full = self.param(
+        'full',
+        nn.with_logical_partitioning(
+            nn.initializers.lecun_normal(in_axis=(*range(nd), nd),
+                                         out_axis=nd + 1),
+            (axes.KERNEL,) + (None,) * nd + (self.logical_out,)),
+        kernel + (in_features // groups, self.features), self.param_dtype)
+    y = jax.lax.conv_general_dilated(
+        x.astype(self.dtype), full.astype(self.dtype),
+        window_strides=tuple(strides), padding=tuple(pads),
+        rhs_dilation=tuple(dilation), dimension_numbers=_dimension_numbers(nd),
+        feature_group_count=groups)
+    if groups == 1:
+      return y
+    mix = self.param(
+        'pointwise',
         nn.with_logical_partitioning(nn.initializers.lecun_normal(),
-                                     _pointwise_names(self.logical_in,
-                                                      self.logical_out)),
-        (in_features, self.features), self.param_dtype)
-    y = jnp.einsum('...I,IF->...F', x, pointwise.astype(self.dtype))
-    if self.use_bias:
-      bias = self.param(
-          'bias', nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                               (self.logical_out,)),
-          (self.features,), self.param_dtype)
-      y = y + bias.astype(self.dtype)
-    return y
+                                     (self.logical_out, None)),
+        (self.features, self.features), self.param_dtype)
+    return jnp.einsum('...I,IF->...F', y, mix.astype(self.dtype))
 
 
 DEPTHWISE_IMPLS = ('auto', 'xla', 'shift', 'banded')
@@ -219,6 +280,7 @@ class ConvStep(nn.Module):
   logical_out: str = axes.EMBED
   impl: str = 'auto'           # depthwise implementation (SepConv.impl)
   norm_scale_init: float = 1.0  # initial LayerNorm scale (ConvBlock: 0)
+  separability: int = 0         # SepConv.separability (T2T sub-separable)
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None):
@@ -230,43 +292,125 @@ class ConvStep(nn.Module):
     y = SepConv(self.features, self.kernel, self.dilation, self.strides,
                 self.padding, use_bias=False, dtype=self.dtype,
                 param_dtype=self.param_dtype, logical_in=self.logical_in,
-                logical_out=self.logical_out, impl=self.impl, name='conv')(x)
+                logical_out=self.logical_out, impl=self.impl,
+                separability=self.separability, name='conv')(x)
     return layers.LayerNorm(self.epsilon, self.dtype, self.param_dtype,
                             logical_axis=self.logical_out,
                             scale_init=self.norm_scale_init, name='norm')(y)
 
 
-class ConvBlock(nn.Module):
-  """Residual stack of ConvSteps over a sequence, dropout at the end.
+TOPOLOGIES = ('t2t', 'per_step')
+ZERO_INITS = ('none', 'last', 'all')
 
-  ``steps`` is a sequence of ``(kernel, dilation)`` pairs (SPEC: four). Each
-  step is ``x = x + ConvStep(x)``. ``norm_scale_init`` is the initial scale
-  of each step's LayerNorm: 0 starts every residual branch at zero, so a deep
-  stack starts as the identity (the "zero-gamma" initialisation of residual
-  networks; BUILD_NOTES "Zero-initialised residual branches" measures why).
+
+def pair_split(num_steps: int) -> int:
+  """Steps in the first pair of a T2T ConvBlock: ``num_steps // 2`` (2 of 4)."""
+  return num_steps // 2
+
+
+def zero_init_steps(num_steps: int, topology: str, zero_init: str
+                    ) -> Tuple[int, ...]:
+  """Which steps of a ConvBlock start with LayerNorm scale 0.
+
+  ``'none'``: none. ``'all'``: every step. ``'last'``: the step that ends
+  each residual branch: for ``'t2t'`` the last of each pair (steps 2 and 4
+  of 4), for ``'per_step'`` every step (each is its own branch).
+  """
+  if zero_init not in ZERO_INITS:
+    raise ValueError(f'Unknown ConvBlock zero_init {zero_init!r}; choose one '
+                     f'of {ZERO_INITS}.')
+  if topology not in TOPOLOGIES:
+    raise ValueError(f'Unknown ConvBlock topology {topology!r}; choose one '
+                     f'of {TOPOLOGIES}.')
+  if zero_init == 'none':
+    return ()
+  if zero_init == 'all' or topology == 'per_step':
+    return tuple(range(num_steps))
+  half = pair_split(num_steps)
+  return tuple(sorted({half - 1, num_steps - 1} - {-1}))
+
+
+def t2t_separabilities(separability: int, num_steps: int) -> Tuple[int, ...]:
+  """T2T's per-step separabilities in a ConvBlock (``slicenet``): ``s`` for
+  every step when ``s >= 0``; for ``s < 0`` each pair runs ``(s - 1, s)``
+  (e.g. -2 gives -3, -2, -3, -2: 3 then 2 groups)."""
+  if separability >= 0:
+    return (separability,) * num_steps
+  half = pair_split(num_steps)
+  first = tuple(separability - i for i in reversed(range(half)))
+  second = tuple(separability - i for i in reversed(range(num_steps - half)))
+  return first + second
+
+
+class ConvBlock(nn.Module):
+  """One layer of ConvSteps over a sequence (T2T ``multi_conv_res``).
+
+  ``steps`` is a sequence of ``(kernel, dilation)`` pairs (SPEC: four).
+  ``topology``:
+
+  - ``'t2t'`` (the paper's code): two pairs of steps with two skips,
+    ``y = S2(S1(x)); x <- x + y + S4(S3(x + y))``: step 2 sees ``S1(x)``, not
+    ``x + S1(x)``. With ``n`` steps the first pair is the first ``n // 2``.
+  - ``'per_step'`` (mm_jax before issue 13): ``x <- x + S_i(x)`` per step.
+
+  ``zero_init`` (``zero_init_steps``): which steps start with LayerNorm
+  scale 0, so that their branch starts at zero (the "zero-gamma" init of
+  residual networks; ``'last'`` is the usual choice, ``'all'`` starves the
+  first step of each T2T pair of gradient until the second opens).
+  ``dropout`` is applied at the end of the block (``'block'`` placement; the
+  body's default applies it once per stack instead, as T2T). Padded
+  positions (``mask``) are zeroed before every convolution; the caller
+  re-masks the output.
   """
   steps: Sequence[Tuple[int, int]]
   causal: bool = False
-  dropout: float = 0.1
-  norm_scale_init: float = 1.0
+  dropout: float = 0.0
+  topology: str = 't2t'
+  zero_init: str = 'none'
+  separability: int = 0        # T2T hparams.separability (t2t_separabilities)
   epsilon: float = 1e-6
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   impl: str = 'auto'
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None, *,
+  def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None,
                train: bool = False) -> jax.Array:
-    """x: [B, L, D]; mask: [B, L] or None -> [B, L, D]."""
+    """x: [B, L, D]; mask: [B, L] or None -> [B, L, D]. ``train`` may be
+    positional, so that ``nn.remat`` can mark it static."""
     d = x.shape[-1]
-    for i, (kernel, dilation) in enumerate(self.steps):
-      x = x + ConvStep(d, (kernel,), (dilation,),
-                       padding='CAUSAL' if self.causal else 'SAME',
-                       epsilon=self.epsilon, dtype=self.dtype,
-                       param_dtype=self.param_dtype, impl=self.impl,
-                       norm_scale_init=self.norm_scale_init,
-                       name=f'step_{i}')(x, mask)
-    x = nn.Dropout(self.dropout)(x, deterministic=not train)
+    n = len(self.steps)
+    if not n:
+      raise ValueError('A ConvBlock needs at least one (kernel, dilation) '
+                       'step; model.encoder_conv / decoder_conv is empty.')
+    zero = zero_init_steps(n, self.topology, self.zero_init)
+    separabilities = t2t_separabilities(self.separability, n)
+
+    def step(i, h):
+      kernel, dilation = self.steps[i]
+      return ConvStep(d, (kernel,), (dilation,),
+                      padding='CAUSAL' if self.causal else 'SAME',
+                      epsilon=self.epsilon, dtype=self.dtype,
+                      param_dtype=self.param_dtype, impl=self.impl,
+                      norm_scale_init=0.0 if i in zero else 1.0,
+                      separability=separabilities[i],
+                      name=f'step_{i}')(h, mask)
+
+    if self.topology == 'per_step':
+      for i in range(n):
+        x = x + step(i, x)
+    else:
+      half = pair_split(n)
+      y = x
+      for i in range(half):
+        y = step(i, y)
+      y = y if half else jnp.zeros_like(x)
+      z = x + y
+      for i in range(half, n):
+        z = step(i, z)
+      x = x + y + z
+    if self.dropout:
+      x = nn.Dropout(self.dropout)(x, deterministic=not train)
     return nn.with_logical_constraint(x, (axes.BATCH, axes.LENGTH, axes.EMBED))
 
 

@@ -32,8 +32,13 @@ def model_section(config) -> ml_collections.FrozenConfigDict:
 
 
 def create_model(config) -> multimodel.MultiModel:
-  """The MultiModel (a Flax Linen module) for ``config`` (or config.model)."""
-  return multimodel.MultiModel(model_section(config))
+  """The MultiModel (a Flax Linen module) for ``config`` (or config.model).
+
+  A whole config also brings ``config.train.remat`` (rematerialisation of
+  the body's blocks in training; parameters are the same either way).
+  """
+  remat = config.train.remat if 'train' in config else 'none'
+  return multimodel.MultiModel(model_section(config), remat=remat)
 
 
 def dummy_batch(cfg, input_modality: str, output_modality: str,

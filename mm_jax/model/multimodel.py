@@ -47,8 +47,10 @@ def check_modalities(input_modality: str, output_modality: str) -> None:
 
 
 class MultiModel(nn.Module):
-  """The MultiModel. ``cfg`` is ``config.model`` frozen (see configs/base.py)."""
+  """The MultiModel. ``cfg`` is ``config.model`` frozen (see configs/base.py);
+  ``remat`` is ``config.train.remat`` (``body.REMAT_POLICIES``)."""
   cfg: ml_collections.FrozenConfigDict
+  remat: str = 'none'
 
   def setup(self):
     cfg = self.cfg
@@ -57,9 +59,9 @@ class MultiModel(nn.Module):
     self.audio = audio.AudioEntry(cfg)
     self.class_output = categorical.ClassOutput(cfg)
     self.task_token = task_token.TaskToken(cfg)
-    self.encoder = body.Encoder(cfg)
+    self.encoder = body.Encoder(cfg, remat=self.remat)
     self.mixer = body.Mixer(cfg)
-    self.decoder = body.Decoder(cfg)
+    self.decoder = body.Decoder(cfg, remat=self.remat)
 
   def encode(self, inputs: jax.Array, input_modality: str,
              inputs_mask: Optional[jax.Array] = None, *,

@@ -10,15 +10,29 @@ first update never has a zero learning rate (T2T also used ``step + 1``):
 
   noam        lr * d**-0.5 * min(s * w**-1.5, s**-0.5)
               (peak lr * (d * w)**-0.5 at s = w; rsqrt decay after).
-  exp_warmup  paper-time T2T: lr * 0.01**(1 - s / w) for s <= w, an
-              exponential rise from lr / 100 to lr at s = w; then
-              lr * sqrt(w / s) (rsqrt decay, continuous at w).
+  exp_warmup  lr * 0.01**(1 - s / w) for s <= w, an exponential rise from
+              lr / 100 to lr at s = w; then lr * sqrt(w / s) (rsqrt decay,
+              continuous at w).
+  t2t_exp     paper-time T2T's ``exp10k/exp50k/exp500k`` schemes
+              (``trainer_utils.learning_rate_decay`` at commit 3d9c62f2),
+              of the 0-based step n: lr * 0.01**((w - n) / w) for n < w;
+              then lr * r**max(0, n - (N - K)) with r = train.decay_rate,
+              K = train.decay_steps, N = train.num_train_steps: constant, then
+              an exponential decay over the last K steps (exp500k: r =
+              0.9999955, K = 500000; if N < K + w it decays from w on).
 
 ``lr`` is ``train.learning_rate`` and ``w`` is ``train.warmup_steps``. Note the
 different meaning of ``lr``: a scale for ``noam`` (T2T: 2.0 at d = 512), the
-peak for ``exp_warmup`` (paper: 1e-4).
+peak for ``exp_warmup`` and ``t2t_exp``.
+
+Weight decay (``train.weight_decay`` > 0), by ``train.weight_decay_type``:
+``'decoupled'`` (AdamW: ``wd * lr * p`` after Adam) or ``'normalized_l2'``
+(paper-time T2T: ``wd * sum_v sum(v**2) / (2 * size(v))`` added to the loss
+for every parameter of rank >= 2, i.e. ``wd * v / size(v)`` added to its
+gradient before clipping; T2T's ``slicenet_params1`` used wd = 3.0).
 """
 
+import math
 from typing import Callable, Tuple
 
 import jax
@@ -26,7 +40,8 @@ import jax.numpy as jnp
 import optax
 
 Schedule = Callable[[jax.Array], jax.Array]
-SCHEDULES = ('noam', 'exp_warmup')
+SCHEDULES = ('noam', 'exp_warmup', 't2t_exp')
+WEIGHT_DECAY_TYPES = ('decoupled', 'normalized_l2')
 
 
 def noam_schedule(learning_rate: float, warmup_steps: int,
@@ -55,6 +70,25 @@ def exp_warmup_schedule(learning_rate: float, warmup_steps: int) -> Schedule:
   return schedule
 
 
+def t2t_exp_schedule(learning_rate: float, warmup_steps: int,
+                     num_train_steps: int, decay_rate: float,
+                     decay_steps: int) -> Schedule:
+  """Paper-time T2T: exponential warm-up, constant, exponential decay."""
+  _check_warmup(warmup_steps)
+  if not 0 < decay_rate <= 1:
+    raise ValueError(f'train.decay_rate must be in (0, 1], got {decay_rate}.')
+  w = float(warmup_steps)
+  start = float(num_train_steps - decay_steps)   # T2T: from_which_step + w
+
+  def schedule(count):
+    n = jnp.asarray(count, jnp.float32)
+    warm = 0.01 ** ((w - n) / w)
+    # exp(k log r): r is 1 - 4.5e-6 for exp500k, which float32 rounds.
+    decay = jnp.exp(jnp.maximum(n - start, 0.0) * math.log(decay_rate))
+    return learning_rate * jnp.where(n < w, warm, decay)
+  return schedule
+
+
 def make_schedule(train_cfg, d_model: int) -> Schedule:
   """The schedule named by ``train_cfg.schedule``."""
   if train_cfg.schedule == 'noam':
@@ -63,6 +97,10 @@ def make_schedule(train_cfg, d_model: int) -> Schedule:
   if train_cfg.schedule == 'exp_warmup':
     return exp_warmup_schedule(train_cfg.learning_rate,
                                train_cfg.warmup_steps)
+  if train_cfg.schedule == 't2t_exp':
+    return t2t_exp_schedule(train_cfg.learning_rate, train_cfg.warmup_steps,
+                            train_cfg.num_train_steps, train_cfg.decay_rate,
+                            train_cfg.decay_steps)
   raise ValueError(f'Unknown train.schedule {train_cfg.schedule!r}; choose '
                    f'one of {SCHEDULES}.')
 
@@ -72,13 +110,30 @@ def _decay_mask(params):
   return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
 
 
+def add_normalized_l2(weight_decay: float) -> optax.GradientTransformation:
+  """Adds ``weight_decay * p / size(p)`` to the gradient of every parameter
+  of rank >= 2: the gradient of T2T's loss term ``weight_decay * sum_p
+  sum(p**2) / (2 * size(p))``."""
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError('add_normalized_l2 needs the parameters.')
+    updates = jax.tree.map(
+        lambda g, p: g + weight_decay * p / p.size if jnp.ndim(p) >= 2 else g,
+        updates, params)
+    return updates, state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(),
+                                      update_fn)
+
+
 def make_optimizer(train_cfg, d_model: int
                    ) -> Tuple[optax.GradientTransformation, Schedule]:
   """``config.train`` -> (optax transformation, schedule of the update count).
 
-  clip_by_global_norm(grad_clip_norm) -> Adam(adam_b1, adam_b2, adam_eps)
-  -> [decoupled weight decay on >= 2-D parameters when weight_decay > 0]
-  -> scale by -schedule(count).
+  [normalized L2 on >= 2-D parameters] -> clip_by_global_norm(grad_clip_norm)
+  -> Adam(adam_b1, adam_b2, adam_eps) -> [decoupled weight decay on >= 2-D
+  parameters] -> scale by -schedule(count); the weight decay by
+  ``train.weight_decay_type`` when ``train.weight_decay > 0``.
   """
   schedule = make_schedule(train_cfg, d_model)
   if train_cfg.grad_clip_norm <= 0:
@@ -87,12 +142,19 @@ def make_optimizer(train_cfg, d_model: int
   if train_cfg.weight_decay < 0:
     raise ValueError(f'train.weight_decay must be >= 0, got '
                      f'{train_cfg.weight_decay}.')
-  parts = [
+  if train_cfg.weight_decay_type not in WEIGHT_DECAY_TYPES:
+    raise ValueError(f'Unknown train.weight_decay_type '
+                     f'{train_cfg.weight_decay_type!r}; choose one of '
+                     f'{WEIGHT_DECAY_TYPES}.')
+  decay = train_cfg.weight_decay > 0
+  l2 = decay and train_cfg.weight_decay_type == 'normalized_l2'
+  parts = [add_normalized_l2(train_cfg.weight_decay)] if l2 else []
+  parts += [
       optax.clip_by_global_norm(train_cfg.grad_clip_norm),
       optax.scale_by_adam(b1=train_cfg.adam_b1, b2=train_cfg.adam_b2,
                           eps=train_cfg.adam_eps),
   ]
-  if train_cfg.weight_decay > 0:
+  if decay and not l2:
     parts.append(optax.add_decayed_weights(train_cfg.weight_decay,
                                            mask=_decay_mask))
   parts.append(optax.scale_by_learning_rate(schedule))

@@ -10,10 +10,12 @@ ArrayRecord, so ``tfds.data_source`` reads them exactly like real data:
 
 Splits 'train', 'validation', 'test' share no scene or sentence (the
 generators hash each candidate to one split). Sizes come from
-``config.data.tiny`` (``seed``, ``num_train``, ``num_eval``,
-``num_speech_train``) and ``config.data.image_size``; they are part of the
-builder-config name, e.g. ``tiny_images/seed1234_train4000_eval200_img64``,
-so changing a size builds a new dataset beside the old one. Data lives in
+``config.data.tiny`` (``seed``, ``num_eval``, and ``num_train`` per task: a
+dataset's train split is the largest size of the tasks that read it,
+``DATASET_TASKS``, and each task reads its own prefix) and
+``config.data.image_size``; they are part of the builder-config name, e.g.
+``tiny_images/seed1234_train4000_eval200_img64``, so changing a size builds
+a new dataset beside the old one. Data lives in
 ``config.data.data_dir``, else $MM_JAX_DATA_DIR, else ~/mm_jax_data.
 
 Speech synthesis runs in parallel over fixed chunks of sentences (one
@@ -37,6 +39,15 @@ from mm_jax.data.tiny import speech
 from mm_jax.data.tiny import vision
 
 DATASETS = ('tiny_images', 'tiny_captions', 'tiny_translation', 'tiny_speech')
+# The built-in tasks that read each dataset (for its train size).
+DATASET_TASKS = {
+    'tiny_images': ('imagenet',),
+    'tiny_captions': ('caption_en',),
+    'tiny_translation': ('parse_en', 'translate_en_de', 'translate_de_en',
+                         'translate_en_fr', 'translate_fr_en',
+                         'translate_de_fr'),
+    'tiny_speech': ('speech_en',),
+}
 VERSION = '1.0.0'
 SAMPLE_RATE = 16000
 SPEECH_CHUNK = 16          # sentences per synthesis task (fixed: determinism)
@@ -77,7 +88,7 @@ def tiny_config(dataset: str, data_cfg) -> TinyConfig:
   if dataset not in DATASETS:
     raise ValueError(f'Unknown tiny dataset {dataset!r}; one of {DATASETS}.')
   t = data_cfg.tiny
-  num_train = t.num_speech_train if dataset == 'tiny_speech' else t.num_train
+  num_train = train_size(dataset, data_cfg)
   name = f'seed{t.seed}_train{num_train}_eval{t.num_eval}'
   image_size = 64
   if dataset in ('tiny_images', 'tiny_captions'):
@@ -85,6 +96,19 @@ def tiny_config(dataset: str, data_cfg) -> TinyConfig:
     name += f'_img{image_size}'
   return TinyConfig(name=name, seed=int(t.seed), num_train=int(num_train),
                     num_eval=int(t.num_eval), image_size=image_size)
+
+
+def train_size(dataset: str, data_cfg) -> int:
+  """Train examples of ``dataset``: the largest ``data.tiny.num_train`` of
+  the tasks that read it (``DATASET_TASKS``)."""
+  sizes = [int(data_cfg.tiny.num_train[t]) for t in DATASET_TASKS[dataset]
+           if t in data_cfg.tiny.num_train]
+  if not sizes or min(sizes) < 1:
+    raise ValueError(
+        f'config.data.tiny.num_train needs a positive size for the tasks of '
+        f'{dataset} ({", ".join(DATASET_TASKS[dataset])}); got '
+        f'{dict((t, data_cfg.tiny.num_train.get(t)) for t in DATASET_TASKS[dataset])}.')
+  return max(sizes)
 
 
 def _png(image: np.ndarray) -> Image.Image:
