@@ -22,7 +22,10 @@ embed)`` during the expert computation; with sharding rules that list
 ``('expert', <mesh axis>)`` before ``('batch', (<data>, <expert mesh axis>))``
 and a fallback ``('batch', <data>)``, XLA moves the buffer with an all-to-all
 (expert parallelism). ``dispatch='dense'`` runs every expert on every token
-(reference for tests; no capacity, nothing dropped).
+(reference for tests; no capacity, nothing dropped). ``dispatch='ragged'``
+sorts the token-slots by expert and runs grouped matmuls
+(``jax.lax.ragged_dot``): no capacity, nothing dropped, no buffer; for one
+device or data parallelism.
 
 Padded tokens (``mask`` False) get no gates, take no capacity and are left out
 of every loss and statistic.
@@ -264,6 +267,10 @@ class MoE(nn.Module):
       out = jnp.einsum('GSEF,EFD->GSED', h, wo.astype(dtype))
       mixed = jnp.einsum('GSED,GSE->GSD', out, r['gates'].astype(dtype))
       drop = jnp.zeros((), _F32)
+    elif cfg.dispatch == 'ragged':
+      mixed = _ragged_dispatch(xc, r, valid, wi.astype(dtype),
+                               wo.astype(dtype))
+      drop = jnp.zeros((), _F32)
     else:
       cf = cfg.capacity_factor_train if train else cfg.capacity_factor_eval
       order = causal_order(s, l, lp) if self.causal else None
@@ -341,6 +348,34 @@ def _capacity_dispatch(xc, r, valid, cap, wi, wo, order=None):
   return y, drop.astype(_F32)
 
 
+def _ragged_dispatch(xc, r, valid, wi, wo):
+  """Dropless dispatch: token-slots sorted by expert, grouped matmuls.
+
+  xc: [G, S, D]; r: ``route`` output; valid: [G, S]; wi: [E, D, F];
+  wo: [E, F, D] -> out [G, S, D]. Every routed token-slot is computed (no
+  capacity, nothing dropped; padding slots run with gate 0), through
+  ``jax.lax.ragged_dot`` over the slots sorted by expert. For one device or
+  data parallelism: with experts sharded over a mesh axis XLA would gather
+  the expert weights (use ``'capacity'`` for expert parallelism).
+  """
+  g, s, d = xc.shape
+  n_exp, k = wi.shape[0], r['top_idx'].shape[-1]
+  expert = r['top_idx'].reshape(g * s * k)                    # [M]
+  gates = (r['top_gates'] * valid[..., None]).reshape(g * s * k)
+  order = jnp.argsort(expert, stable=True)                    # [M]
+  token = (jnp.arange(g * s * k, dtype=jnp.int32) // k)[order]
+  sizes = jnp.bincount(expert, length=n_exp).astype(jnp.int32)  # [E]
+  rows = xc.reshape(g * s, d)[token]                          # [M, D]
+  h = nn.relu(jax.lax.ragged_dot(rows, wi, sizes))            # [M, F]
+  out = jax.lax.ragged_dot(h, wo, sizes)                      # [M, D]
+  out = out * gates[order][:, None].astype(out.dtype)
+  y = jnp.zeros((g * s, d), out.dtype).at[token].add(out)     # [G*S, D]
+  return y.reshape(g, s, d)
+
+
+DISPATCHES = ('capacity', 'dense', 'ragged')
+
+
 def _check_inputs(x, mask, num_experts, k, dispatch):
   if x.ndim != 3:
     raise ValueError(f'MoE expects x of shape [B, L, D], got {x.shape}.')
@@ -350,9 +385,9 @@ def _check_inputs(x, mask, num_experts, k, dispatch):
   if not 1 <= k <= num_experts:
     raise ValueError(f'moe.k = {k} must be in [1, num_experts = '
                      f'{num_experts}].')
-  if dispatch not in ('capacity', 'dense'):
-    raise ValueError(f"Unknown moe.dispatch {dispatch!r}: 'capacity' or "
-                     "'dense'.")
+  if dispatch not in DISPATCHES:
+    raise ValueError(f'Unknown moe.dispatch {dispatch!r}; choose one of '
+                     f'{DISPATCHES}.')
 
 
 class DenseFFN(nn.Module):

@@ -302,14 +302,18 @@ class StepCompiler:
       start = time.perf_counter()
       with sharding.activate(self.mesh, self.rules):
         lowered = self._jit(kind, sig).lower(first, dev)
+      lowered_at = time.perf_counter()
       self.executables[key] = lowered.compile(self.compiler_options)
       seconds = time.perf_counter() - start
-      self.compilations.append(dict(kind=kind, task=task_name, signature=sig,
-                                    shapes=shapes, seconds=seconds))
-      logging.info('Compiled the %s step #%d for %s (%s -> %s, loss weight '
-                   '%g), batch %s, in %.1f s.', kind, len(self.compilations),
-                   task_name, sig.input_modality, sig.output_modality,
-                   sig.loss_weight, _shape_text(shapes), seconds)
+      self.compilations.append(dict(
+          kind=kind, task=task_name, signature=sig, shapes=shapes,
+          seconds=seconds, lower_seconds=lowered_at - start))
+      logging.info('Compiled the %s step #%d for %s in %.1f s (lowering '
+                   '%.1f s): %s -> %s, loss weight %g, batch %s.', kind,
+                   len(self.compilations), task_name, seconds,
+                   lowered_at - start, sig.input_modality,
+                   sig.output_modality, sig.loss_weight,
+                   _shape_text(shapes))
     return self.executables[key]
 
 

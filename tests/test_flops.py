@@ -1,0 +1,77 @@
+"""The analytic FLOP count against XLA's cost analysis and by hand."""
+
+import functools
+
+import jax
+import pytest
+
+import mm_jax
+from configs import base
+from configs import joint8
+from mm_jax import benchmark
+from mm_jax import flops
+from mm_jax import sharding
+from mm_jax.data import pipeline
+from mm_jax.data import registry
+from mm_jax.train import optim
+from mm_jax.train import state as state_lib
+from mm_jax.train import step as step_lib
+
+# Width 128 as tiny (element-wise work, which the count leaves out, is a
+# larger share at smaller widths); one ConvBlock per stage to lower fast.
+SHALLOW = {'data.batch_size': 4, 'model.num_encoder_blocks_before_moe': 1,
+           'model.num_encoder_blocks_after_moe': 1,
+           'model.num_decoder_blocks_before_moe': 1,
+           'model.num_decoder_blocks_after_moe': 1}
+
+
+@pytest.fixture(scope='module')
+def setup():
+  config = base.override(joint8.get_config('tiny'), SHALLOW)
+  model = mm_jax.create_model(config)
+  mesh = sharding.make_mesh(config.mesh)
+  tx, _ = optim.make_optimizer(config.train, config.model.d_model)
+  with sharding.activate(mesh, sharding.rules(config.mesh)):
+    abstract, _ = state_lib.state_shardings(config, model, mesh, tx)
+  return config, model, mesh, tx, abstract
+
+
+@pytest.mark.parametrize('task_name', ['translate_en_de', 'imagenet',
+                                       'caption_en', 'speech_en'])
+def test_executed_count_within_15_percent_of_xla(setup, task_name):
+  config, model, mesh, tx, abstract = setup
+  task = registry.get(task_name)
+  batch = benchmark.synthetic_batch(
+      config, task, pipeline.train_batch_size(task_name, config.data))
+  fn = jax.jit(functools.partial(
+      step_lib.train_step, model=model, task_name=task_name,
+      input_modality=task.input_modality, output_modality=task.output_modality,
+      loss_weight=1.0, tx=tx, label_smoothing=0.1))
+  with sharding.activate(mesh, sharding.rules(config.mesh)):
+    lowered = fn.lower(abstract, {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
+                                  for k, v in batch.items()})
+  xla = benchmark._flops(lowered)   # pylint: disable=protected-access
+  table = flops.step_flops(config.model, task.input_modality,
+                           task.output_modality,
+                           {k: v.shape for k, v in batch.items()})
+  # XLA also counts element-wise ops (LayerNorm, ReLU, masks, Adam): a few
+  # percent above the matmul and convolution count, never below it.
+  ratio = xla / table['total']['executed_flops']
+  assert 1.0 <= ratio <= 1.15, (ratio, flops.format_table(table))
+
+
+def test_hand_count_of_the_tiny_translation_step():
+  cfg = base.get_config('tiny').model
+  table = flops.step_flops(cfg, 'text', 'text',
+                           {'inputs': (32, 64), 'targets': (32, 64)})
+  d, f, v, k, tokens = 128, 256, 1024, 2, 32 * 64
+  block = 3 * d + 7 * d + 15 * d + 31 * d + 4 * d * d      # four SepConvs
+  attention = 2 * (5 * d + d * d) + 4 * d * d + 2 * 64 * d
+  moe = 2 * d * 8 + k * 2 * d * f                           # router, experts
+  want = tokens * (6 * block + moe                           # encoder
+                   + attention + 3 * 2 * d + 2 * d * d       # mixer
+                   + 4 * (block + attention) + moe + d * v)  # decoder, softmax
+  assert table['total']['macs'] == want
+  assert table['total']['flops'] == 6 * want
+  # ~21 GFLOP, the BUILD_NOTES hand count.
+  assert 20e9 < table['total']['flops'] < 22e9
