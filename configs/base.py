@@ -146,9 +146,14 @@ def model_config(size='tiny', single_task=False):
   # (4 groups of full convolutions, then a pointwise mix).
   m.mixer_separability = 0
   # LayerNorms on the encoder / decoder output (not in the paper; the
-  # Transformer's final norms; BUILD_NOTES "The paper's body").
+  # Transformer's final norms; BUILD_NOTES "The paper's body"). The decoder
+  # one is a declared deviation: T2T's decoder stream x <- x + AttnBlock(x)
+  # reaches the output modality unnormalised. 2-task tiny A/B, 300 steps, 2
+  # seeds, parse / EN->DE token accuracy 0.94 / 0.84 (BLEU 47.3) with it,
+  # 0.93 / 0.80 (BLEU 38.9) without; the encoder one does not help (0.93 /
+  # 0.75 with, 0.93 / 0.76 without).
   m.encoder_output_norm = False
-  m.decoder_output_norm = False
+  m.decoder_output_norm = True
   m.use_moe = True                       # Table 4 ablation switch (dense FFN)
   # Depthwise convolutions: 'auto' (shift-and-add or banded matmuls on CPU,
   # shift-and-add on GPU: 5-20x faster than XLA's grouped convolution there;

@@ -92,6 +92,7 @@ def test_old_checkpoint_config_loads_with_its_layout():
   assert config.model.dropout_placement == 'block'
   assert config.model.decoder_attention_residual is False
   assert config.model.timing_num_timescales == 0
+  assert config.model.decoder_output_norm is False
   assert 'conv_block_norm_scale_init' not in config.model
 
 
@@ -105,6 +106,7 @@ def test_resuming_another_layout_names_the_switches():
          "'t2t'" in text
   assert '--config.model.conv_block_topology=per_step' in text
   assert '--config.model.encoder_output_norm=True' in text
+  assert '--config.model.decoder_output_norm=False' in text
   same = {'model': dict(config.model.to_dict())}
   checkpoint.check_layout({'config': _jsonable(same)}, config.model, 'w')
 

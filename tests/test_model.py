@@ -265,3 +265,12 @@ def test_encoder_output_norm_switch(norm):
     np.testing.assert_allclose(rms, 1.0, rtol=1e-3)
   else:         # residual sums of unit-scale steps: larger than 1 (~1.5-1.8)
     assert rms.min() > 1.3
+
+
+@pytest.mark.parametrize('norm', [True, False])
+def test_decoder_output_norm_switch(norm):
+  # The declared deviation (default True): a LayerNorm on the decoder's
+  # output, whose T2T stream x <- x + AttnBlock(x) is otherwise unnormalised.
+  model = _model(decoder_output_norm=norm, **SHALLOW)
+  variables = mm_jax.init_variables(model, jax.random.key(0))
+  assert ('output_norm' in variables['params']['decoder']) == norm
