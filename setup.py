@@ -15,11 +15,16 @@ INSTALL_REQUIRES = [
     'sacrebleu>=2.4',
     'absl-py>=2.1',
     # What those need at run time but do not declare themselves:
-    'tensorflow-cpu>=2.19',    # TFDS builders/decoding and clu's TF summary
-                               # writer import TensorFlow; the CPU build is
-                               # enough (JAX owns the accelerator).
-    'tensorboard>=2.19',       # clu metric writers write TensorBoard events.
+    'tensorboard>=2.19',       # its protos and record writer: event files
+                               # without TensorFlow (mm_jax/train/events.py).
     'array-record>=0.8.1',     # tfds.data_source reads array_record files.
+    'h5py>=3.10',              # tfds imports its older dataset builders
+                               # (wmt14_translate, coco_captions) in one
+                               # loop that stops at the first ImportError,
+                               # h5py's (nearest_neighbors); TensorFlow
+                               # used to bring h5py in.
+    # No TensorFlow (~1.3 GB, ~4.5 s to import): training, evaluation,
+    # inference, the tiny suite and TensorBoard events do without it.
     # Earned extras:
     'grain>=0.2.18',           # checkpointable, deterministic input pipeline.
     'espeakng-loader>=0.2.4',  # ships libespeak-ng + voices: tiny speech task.
@@ -31,6 +36,13 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     'test': ['pytest>=8', 'pytest-xdist>=3.5', 'nbclient>=0.10',
              'ipykernel>=6'],
+    # Preparing real TFDS datasets (`tfds build`, `tfds convert_format`) and
+    # reading those with audio features (LibriSpeech) import TensorFlow; the
+    # CPU build is enough (JAX owns the accelerator).
+    'tfds-build': ['tensorflow-cpu>=2.19'],
+    # The TPU compiler, for `launch/aot_check.py` (deviceless compiles for
+    # pod topologies on a CPU host); the pin of jax 0.10.2's `tpu` extra.
+    'tpu-aot': ['libtpu==0.0.42.*'],
 }
 
 setuptools.setup(

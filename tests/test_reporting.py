@@ -9,7 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tensorboard.util import tensor_util
 
+from mm_jax.train import events
 from mm_jax.train import reporting
 
 
@@ -36,6 +38,35 @@ def test_reporter_writes_jsonl_and_event_files(tmp_path):
   with open(os.path.join(workdir, reporting.LOAD_FILE)) as f:
     assert [json.loads(line) for line in f] == [
         {'step': 20, 'moe_load/encoder_0': [0.1, 0.4, 0.5]}]
+
+
+@pytest.mark.parametrize('asynchronous', [True, False])
+def test_event_file_holds_tensorboard_summaries(tmp_path, asynchronous):
+  """Scalars, text and histograms as TensorBoard's plugins read them."""
+  with reporting.Reporter(str(tmp_path), 100, True,
+                          asynchronous=asynchronous) as rep:
+    rep.write_scalars(10, {'loss': np.float32(2.5), 'count': 3})
+    rep.write_texts(10, {'samples/wmt_ende': 'ein kleiner Test'})
+    rep.write_histograms(20, {'moe_load/encoder_0': np.array([.1, .4, .5])},
+                         {'moe_load/encoder_0': 4})
+  [path] = glob.glob(str(tmp_path / 'events.out.tfevents.*.v2'))
+  first, *written = events.read_events(path)
+  assert first.file_version == 'brain.Event:2'
+  got = {}
+  for event in written:
+    [value] = event.summary.value
+    got[value.tag] = (event.step, value.metadata.plugin_data.plugin_name,
+                      tensor_util.make_ndarray(value.tensor))
+  assert sorted(got) == ['count', 'loss', 'moe_load/encoder_0',
+                         'samples/wmt_ende']
+  assert got['loss'][:2] == (10, 'scalars') and got['loss'][2] == 2.5
+  assert got['count'][2] == 3.0
+  assert got['samples/wmt_ende'][:2] == (10, 'text')
+  assert got['samples/wmt_ende'][2] == b'ein kleiner Test'
+  step, plugin, buckets = got['moe_load/encoder_0']    # [4, 3]: left,
+  assert (step, plugin) == (20, 'histograms')          # right, count
+  np.testing.assert_allclose(buckets[:, 2], [1, 0, 0, 2])
+  np.testing.assert_allclose(buckets[[0, -1], [0, 1]], [0.1, 0.5])
 
 
 def test_reporter_appends_and_truncates_on_resume(tmp_path):

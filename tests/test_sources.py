@@ -4,10 +4,14 @@ TFDS code paths run under ``tfds.testing.mock_data`` with
 ``MockPolicy.USE_CODE``: ``tfds.data_source`` then returns a real
 ``ArrayRecordDataSource`` over random examples shaped by the builder's
 features, and accepts any split name (so the tests check which split each
-task asked for via ``source.base.split``).
+task asked for via ``source.base.split``). Three tests need TensorFlow
+(the ``[tfds-build]`` extra) and are skipped without it: the code of
+tfds' coco_captions and librispeech builders imports it, and so does
+writing TFRecord files.
 """
 
 import functools
+import importlib.util
 import os
 
 import numpy as np
@@ -18,6 +22,11 @@ from configs import base
 from mm_jax.data import registry
 from mm_jax.data import sources
 from mm_jax.data.tiny import builders
+
+
+needs_tensorflow = pytest.mark.skipif(
+    importlib.util.find_spec('tensorflow') is None,
+    reason="needs TensorFlow: pip install -e '.[tfds-build]'")
 
 
 @pytest.fixture
@@ -73,6 +82,7 @@ def test_translation(cfg, mock, name, dataset, src_key, tgt_key):
   assert task.source('real', 'validation', cfg).base.split == 'validation'
 
 
+@needs_tensorflow
 def test_coco_one_example_per_caption(cfg, mock):
   task = registry.get('caption_en')
   train = task.source('real', 'train', cfg)
@@ -100,6 +110,7 @@ def test_coco_one_example_per_caption(cfg, mock):
   assert task.source('real', 'test', cfg).base.split == 'test'
 
 
+@needs_tensorflow
 def test_librispeech(cfg, mock):
   src = registry.get('speech_en').source('real', 'validation', cfg)
   assert src.base.split == 'dev_clean'
@@ -123,6 +134,7 @@ def test_missing_dataset_message(tmp_path, cfg):
     registry.get('imagenet').source('real', 'validation', cfg)
 
 
+@needs_tensorflow
 def test_tfrecord_only_dataset_says_how_to_convert(tmp_path):
   data = base.data_config('tiny')
   data.data_dir = str(tmp_path)

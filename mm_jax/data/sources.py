@@ -43,6 +43,34 @@ class MissingDatasetError(FileNotFoundError):
   """A dataset the task needs is not prepared in the data directory."""
 
 
+# The default install has no TensorFlow; preparing real TFDS datasets (and
+# reading a few, see ``open_tfds``) needs it.
+TF_EXTRA = "pip install -e '.[tfds-build]'"
+
+
+def is_tensorflow_missing(error: BaseException) -> bool:
+  """Whether ``error`` (or its cause) is the failed import of TensorFlow.
+
+  TFDS re-raises import errors with the dataset in the message and without
+  ``name``, so the message counts too.
+  """
+  while error is not None:
+    if isinstance(error, ImportError) and (
+        (error.name or '').partition('.')[0] == 'tensorflow'
+        or "No module named 'tensorflow" in str(error)):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
+def tensorflow_needed(what: str) -> ModuleNotFoundError:
+  """The error for ``what`` needing TensorFlow, with how to install it."""
+  return ModuleNotFoundError(
+      f'{what} needs TensorFlow, which the default install leaves out. '
+      f'Install it with `{TF_EXTRA}` in the mm_jax checkout.',
+      name='tensorflow')
+
+
 def real_data_dir(data_cfg) -> str:
   """``data_cfg.data_dir``, else $TFDS_DATA_DIR, else ~/tensorflow_datasets."""
   return os.path.expanduser(data_cfg.data_dir or os.environ.get(
@@ -91,8 +119,10 @@ class MappedSource:
   """``base[i]`` mapped by ``fn`` to a raw example.
 
   Any exception from reading ``base[i]`` (undecodable JPEG, truncated record)
-  becomes ``CorruptExample``; an exception raised by ``fn`` itself is a bug
-  and propagates unchanged, unless ``fn`` raises ``CorruptExample``.
+  becomes ``CorruptExample``, except an ``ImportError`` (a missing library,
+  not a bad record; for TensorFlow it says what to install); an exception
+  raised by ``fn`` itself is a bug and propagates unchanged, unless ``fn``
+  raises ``CorruptExample``.
   """
 
   def __init__(self, base: Sequence[Any], fn: Callable[[Any], dict],
@@ -107,6 +137,10 @@ class MappedSource:
     i = _index(i, self._len, self.name)
     try:
       record = self.base[i]
+    except ImportError as e:     # not the record's fault: stop, say why
+      if is_tensorflow_missing(e):
+        raise tensorflow_needed(f'Decoding {self.name}') from e
+      raise
     except Exception as e:  # pylint: disable=broad-except
       raise CorruptExample(f'{self.name}[{i}]: cannot read or decode the '
                            f'record ({type(e).__name__}: {e})') from e
@@ -195,7 +229,8 @@ def missing_message(name: str, data_dir: str, path: str) -> str:
   base = name.split('/')[0].split(':')[0]
   lines = [f'Dataset {name!r} is not prepared: searched {path} (data_dir '
            f'{data_dir}; set config.data.data_dir or $TFDS_DATA_DIR). Nothing '
-           'is downloaded at run time. Prepare it once as ArrayRecord:',
+           'is downloaded at run time. Prepare it once as ArrayRecord (tfds '
+           f'build needs TensorFlow: {TF_EXTRA}):',
            f'  tfds build {name} --data_dir={data_dir} '
            '--file_format=array_record']
   if base == 'imagenet2012':
@@ -208,29 +243,57 @@ def missing_message(name: str, data_dir: str, path: str) -> str:
 def convert_message(name: str, path: str) -> str:
   return (f'Dataset {name!r} at {path} is prepared as TFRecord only, but '
           'the input pipeline reads random-access ArrayRecord files. Convert '
-          'it in place (keeps the TFRecord files):\n'
+          'it in place (keeps the TFRecord files; needs TensorFlow: '
+          f'{TF_EXTRA}):\n'
           f'  tfds convert_format --dataset_version_dir={path} '
           '--out_file_format=array_record\n'
           'or rebuild it with `tfds build ... --file_format=array_record`.')
 
 
+def _tfds_builder(name: str, data_dir: str):
+  """``tfds.builder(name)``; without TensorFlow, where the dataset's code
+  needs it (``coco_captions`` builds its features with ``tf`` dtypes), the
+  builder of the prepared files (features from their features.json)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  try:
+    return tfds.builder(name, data_dir=data_dir)
+  except ImportError as e:
+    if not is_tensorflow_missing(e):
+      raise
+  from tensorflow_datasets.core import read_only_builder  # pylint: disable=g-import-not-at-top
+  try:
+    return read_only_builder.builder_from_files(name, data_dir=data_dir)
+  except tfds.core.DatasetNotFoundError:
+    path = os.path.join(data_dir, *name.split(':')[0].split('/'))
+    raise MissingDatasetError(missing_message(name, data_dir, path)) from None
+
+
 def open_tfds(name: str, split: str, data_dir: str):
   """``tfds`` data source of a prepared dataset; never downloads.
 
+  Reads without TensorFlow, except datasets with ``tfds.features.Audio``
+  (LibriSpeech), which imports it (tensorflow/datasets#11233).
+
   Raises ``MissingDatasetError`` naming the dataset, the directory searched
-  and the command to run when the data is absent or is TFRecord only.
+  and the command to run when the data is absent or is TFRecord only, and
+  ``ModuleNotFoundError`` saying what to install when TensorFlow is needed.
   """
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  builder = tfds.builder(name, data_dir=data_dir)
   try:
-    return builder.as_data_source(split=split)
-  except (NotImplementedError, ValueError, FileNotFoundError) as e:
-    path = str(builder.data_path)
-    if not builder.is_prepared():
-      raise MissingDatasetError(missing_message(name, data_dir, path)) from None
-    formats = {f.value for f in builder.info.available_file_formats()}
-    if 'array_record' not in formats:
-      raise MissingDatasetError(convert_message(name, path)) from e
+    builder = _tfds_builder(name, data_dir)
+    try:
+      return builder.as_data_source(split=split)
+    except (NotImplementedError, ValueError, FileNotFoundError) as e:
+      path = str(builder.data_path)
+      if not builder.is_prepared():
+        raise MissingDatasetError(missing_message(name, data_dir,
+                                                  path)) from None
+      formats = {f.value for f in builder.info.available_file_formats()}
+      if 'array_record' not in formats:
+        raise MissingDatasetError(convert_message(name, path)) from e
+      raise
+  except ImportError as e:
+    if is_tensorflow_missing(e):
+      raise tensorflow_needed(f'Reading TFDS dataset {name!r}') from e
     raise
 
 
@@ -313,6 +376,10 @@ class CaptionSource:
       caption = i - int(self._ends[image_index] - self.counts[image_index])
     try:
       record = self.base[image_index]
+    except ImportError as e:     # not the record's fault: stop, say why
+      if is_tensorflow_missing(e):
+        raise tensorflow_needed(f'Decoding {self.name}') from e
+      raise
     except Exception as e:  # pylint: disable=broad-except
       raise CorruptExample(f'{self.name}[{image_index}]: cannot read or '
                            f'decode ({type(e).__name__}: {e})') from e

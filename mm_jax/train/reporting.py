@@ -1,12 +1,12 @@
-"""Run reporting: clu writers, ``metrics.jsonl``, progress and the NaN guard.
+"""Run reporting: event files, ``metrics.jsonl``, progress and the NaN guard.
 
-``Reporter`` writes scalars to TensorBoard event files and the console (clu's
-default writer) and appends one JSON line per ``write_scalars`` call to
-``<workdir>/metrics.jsonl`` (``{"step": s, **scalars}``); histograms (the
-expert load ``moe_load/<task>/<layer>`` [E]) go to TensorBoard and, as lists,
-to ``<workdir>/expert_load.jsonl`` (``{"step": s, name: [...]}``), which
-notebooks and ``launch/reproduce.py`` plot. Only the primary process writes
-files; the others only log.
+``Reporter`` writes scalars to TensorBoard event files (``events.EventWriter``,
+which needs no TensorFlow) and the log, and appends one JSON line per
+``write_scalars`` call to ``<workdir>/metrics.jsonl`` (``{"step": s,
+**scalars}``); histograms (the expert load ``moe_load/<task>/<layer>`` [E])
+go to TensorBoard and, as lists, to ``<workdir>/expert_load.jsonl``
+(``{"step": s, name: [...]}``), which notebooks and ``launch/reproduce.py``
+plot. Only the primary process writes files; the others only log.
 
 The NaN guard: ``check_finite`` raises ``FloatingPointError`` naming the step
 and task. It works on host values; ``LaggedMetrics`` fetches each step's
@@ -20,10 +20,11 @@ import os
 import time
 from typing import Any, Mapping, NamedTuple, Optional
 
-from clu import metric_writers
 from clu import parameter_overview as clu_overview
 import jax
 import numpy as np
+
+from mm_jax.train import events
 
 METRICS_FILE = 'metrics.jsonl'
 LOAD_FILE = 'expert_load.jsonl'
@@ -65,8 +66,8 @@ class Reporter:
     self.is_primary = is_primary
     if is_primary:
       os.makedirs(workdir, exist_ok=True)
-    self._writer = metric_writers.create_default_writer(
-        workdir, just_logging=not is_primary, asynchronous=asynchronous)
+    self._events = (events.EventWriter(workdir, asynchronous=asynchronous)
+                    if is_primary else None)
     self._jsonl_path = os.path.join(workdir, METRICS_FILE)
     self._jsonl = open(self._jsonl_path, 'a') if is_primary else None
     self._load_path = os.path.join(workdir, LOAD_FILE)
@@ -75,20 +76,31 @@ class Reporter:
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     """Writes host scalars (floats, 0-d arrays) for ``step``."""
     values = {k: _scalar(k, v) for k, v in scalars.items()}
-    self._writer.write_scalars(step, values)
+    logging.info('[%d] %s', step, ', '.join(
+        f'{k}={v:.6g}' if isinstance(v, float) else f'{k}={v}'
+        for k, v in sorted(values.items())))
+    if self._events is not None:
+      self._events.write_scalars(step, values)
     if self._jsonl is not None:
       self._jsonl.write(json.dumps({'step': int(step), **values}) + '\n')
       self._jsonl.flush()
 
   def write_texts(self, step: int, texts: Mapping[str, str]) -> None:
     """Writes text (e.g. sample decodes) to TensorBoard and the log."""
-    self._writer.write_texts(step, dict(texts))
+    logging.info('[%d] Texts: %s', step, dict(texts))
+    if self._events is not None:
+      self._events.write_texts(step, texts)
 
   def write_histograms(self, step: int, arrays: Mapping[str, Any],
                        num_buckets: Optional[Mapping[str, int]] = None):
     """Writes histograms of host arrays (e.g. expert load ``[E]``)."""
     arrays = {k: np.asarray(v) for k, v in arrays.items()}
-    self._writer.write_histograms(step, arrays, num_buckets)
+    for k, v in arrays.items():
+      if v.size:
+        logging.info('[%d] Histogram of %s: %d values, min %.3g, mean %.3g, '
+                     'max %.3g', step, k, v.size, v.min(), v.mean(), v.max())
+    if self._events is not None:
+      self._events.write_histograms(step, arrays, num_buckets)
     if self.is_primary:
       with open(self._load_path, 'a') as f:
         f.write(json.dumps({'step': int(step), **{
@@ -141,12 +153,14 @@ class Reporter:
     self._jsonl = open(self._jsonl_path, 'a')
 
   def flush(self) -> None:
-    self._writer.flush()
+    if self._events is not None:
+      self._events.flush()
     if self._jsonl is not None:
       self._jsonl.flush()
 
   def close(self) -> None:
-    self._writer.close()
+    if self._events is not None:
+      self._events.close()
     if self._jsonl is not None:
       self._jsonl.close()
       self._jsonl = None

@@ -203,9 +203,14 @@ class TinySpeech(_TinyBuilder):
   """The tiny English sentences spoken by eSpeak NG (16 kHz, int16)."""
 
   def _info(self):
+    # A plain Tensor, not tfds.features.Audio: Audio imports TensorFlow when
+    # constructed (tfds 4.9.10, tensorflow/datasets#11233), also to read.
+    # Both serialise an int16 [n] array the same way, so datasets built
+    # with Audio read unchanged.
     return self._features(
-        audio=tfds.features.Audio(shape=(None,), dtype=np.int16,
-                                  sample_rate=SAMPLE_RATE),
+        audio=tfds.features.Tensor(
+            shape=(None,), dtype=np.int16,
+            doc=f'int16 waveform at {SAMPLE_RATE} Hz'),
         text=tfds.features.Text())
 
   def _generate_examples(self, split, num_examples):
@@ -275,9 +280,11 @@ def open_split(dataset: str, split: str, data_cfg):
   spent = prepare(dataset, data_cfg)
   if spent:
     logging.info('Built %s in %.1f s.', dataset, spent)
-  config = tiny_config(dataset, data_cfg)
-  return tfds.data_source(f'{dataset}/{config.name}:{VERSION}', split=split,
-                          data_dir=tiny_data_dir(data_cfg), download=False)
+  # The builder of this code, not tfds.data_source('name/config:version'):
+  # that one takes the features from the files' features.json, where a
+  # tiny_speech built before its audio became a Tensor names
+  # tfds.features.Audio, which imports TensorFlow.
+  return tiny_builder(dataset, data_cfg).as_data_source(split=split)
 
 
 def tiny_loader(dataset: str, fn, split: str, data_cfg):
