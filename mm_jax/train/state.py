@@ -109,9 +109,17 @@ def create_train_state(config, model, mesh: jax.sharding.Mesh,
     tx = optim.make_optimizer(config.train, config.model.d_model)[0]
   _, shardings = state_shardings(config, model, mesh, tx)
   key = jax.random.key(config.seed)
-  init = jax.jit(functools.partial(_init, model=model, tx=tx),
-                 out_shardings=shardings)
+  init = jitted_init(model, tx, shardings)
   return init.lower(key).compile(compiler_options)(key), shardings
+
+
+def jitted_init(model, tx: optax.GradientTransformation,
+                shardings: TrainState):
+  """The jitted initialiser ``key -> TrainState``, written sharded
+  (``create_train_state`` runs it; ``mm_jax.aot`` compiles it ahead of
+  time)."""
+  return jax.jit(functools.partial(_init, model=model, tx=tx),
+                 out_shardings=shardings)
 
 
 def _check_divisible(abstract: TrainState, shardings: TrainState) -> None:

@@ -294,14 +294,21 @@ class StepCompiler:
     self._jitted[(kind, sig)] = jitted
     return jitted
 
+  def lower(self, kind: str, task_name: str, first, batch: Batch):
+    """The ``kind`` ('train' | 'eval') step of ``task_name``, lowered for
+    ``first`` (the state, or its params for 'eval') and ``batch``: arrays,
+    or ``jax.ShapeDtypeStruct``s with shardings (ahead-of-time compilation,
+    ``mm_jax.aot``). The same jitted function the run executes."""
+    with sharding.activate(self.mesh, self.rules):
+      return self._jit(kind, self.signature(task_name)).lower(first, batch)
+
   def _executable(self, kind, task_name, sig, first, dev):
     shapes = tuple(sorted((k, tuple(v.shape), str(v.dtype))
                           for k, v in dev.items()))
     key = (kind, sig, shapes)
     if key not in self.executables:
       start = time.perf_counter()
-      with sharding.activate(self.mesh, self.rules):
-        lowered = self._jit(kind, sig).lower(first, dev)
+      lowered = self.lower(kind, task_name, first, dev)
       lowered_at = time.perf_counter()
       self.executables[key] = lowered.compile(self.compiler_options)
       seconds = time.perf_counter() - start
