@@ -256,16 +256,7 @@ def time_program(prog: Program, state, steps: int, warmup: int,
   """Times one compiled program from ``state`` (donated as it steps);
   returns (its row, the state after)."""
   cfg, task = prog.config, registry.get(prog.task)
-  mesh = sharding.make_mesh(cfg.mesh)
-  rules = sharding.rules(cfg.mesh)
-  dev_batch = {k: jax.device_put(v, sharding.batch_sharding(mesh, rules,
-                                                            v.ndim))
-               for k, v in prog.batch.items()}
-  holder = [state]
-
-  def run():
-    holder[0], metrics = prog.compiled(holder[0], dev_batch)
-    return metrics['loss']
+  run = run_for(prog, state)
   # The first loss, from the same initial parameters and batch in every
   # variant: a numerics check of a variant against the default.
   first_loss = float(jax.device_get(run()))
@@ -286,7 +277,7 @@ def time_program(prog: Program, state, steps: int, warmup: int,
       'memory_bytes': _memory_bytes(prog.compiled),
       'batch_shapes': {k: list(v.shape) for k, v in prog.batch.items()},
       'flops_table': {k: v['flops'] for k, v in table.items()}}
-  return row, holder[0]
+  return row, run.state
 
 
 def bench_train_steps(config, tasks, steps: int, warmup: int, peak: float,
@@ -348,20 +339,21 @@ def bench_train_steps(config, tasks, steps: int, warmup: int, peak: float,
   return out
 
 
-def run_for(prog: Program, state) -> Callable[[], Any]:
-  """A closure stepping ``prog`` from ``state`` (donated as it goes)."""
-  cfg = prog.config
-  mesh = sharding.make_mesh(cfg.mesh)
-  rules = sharding.rules(cfg.mesh)
-  dev_batch = {k: jax.device_put(v, sharding.batch_sharding(mesh, rules,
-                                                            v.ndim))
-               for k, v in prog.batch.items()}
-  holder = [state]
+class run_for:  # pylint: disable=invalid-name
+  """``run_for(prog, state)()`` steps ``prog`` once from ``state`` (donated
+  as it goes; the newest is ``.state``) and returns the loss."""
 
-  def run():
-    holder[0], metrics = prog.compiled(holder[0], dev_batch)
+  def __init__(self, prog: Program, state):
+    mesh = sharding.make_mesh(prog.config.mesh)
+    rules = sharding.rules(prog.config.mesh)
+    self._compiled, self.state = prog.compiled, state
+    self._batch = {k: jax.device_put(v, sharding.batch_sharding(mesh, rules,
+                                                                v.ndim))
+                   for k, v in prog.batch.items()}
+
+  def __call__(self):
+    self.state, metrics = self._compiled(self.state, self._batch)
     return metrics['loss']
-  return run
 
 
 def format_row(row: Mapping[str, Any]) -> str:
