@@ -3,7 +3,6 @@
 import setuptools
 
 INSTALL_REQUIRES = [
-    # The design card (SPEC §1).
     'jax>=0.10.2',
     'flax>=0.12.8',
     'optax>=0.2.8',

@@ -1,4 +1,4 @@
-r"""Joint training on the eight paper tasks (SPEC §5, Tables 1 and 2).
+r"""Joint training on the eight paper tasks (the paper's Tables 1 and 2).
 
 Tiny suite on a CPU (data is generated on first use)::
 
@@ -19,7 +19,10 @@ the Penn Treebank are user-supplied)::
 
 ``base`` is T2T's ``multimodel_base`` scale with the later rsqrt ("noam")
 schedule; ``paper`` is the paper's model (d=1536, k=4, 120 experts per MoE
-layer) with the paper-time exponential warm-up over 3000 steps to 1e-4.
+layer) with T2T's paper-time schedule: exponential warm-up over 3000 steps
+from 1% to a peak of 0.05, then exponential decay, and T2T's normalised
+weight decay 3.0 (``train`` in ``mm_jax/config_defaults.py`` says which
+T2T hparams set each value).
 """
 
 from configs import base

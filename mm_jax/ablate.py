@@ -20,7 +20,7 @@ from typing import Any, Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from configs import base
+from mm_jax import config_defaults
 from mm_jax.overrides import parse_variant  # pylint: disable=unused-import
 from mm_jax.train import loop
 
@@ -50,7 +50,7 @@ def run_variant(config, name: str, seed: int, overrides: Mapping[str, Any],
               'train.eval_every': steps, 'train.checkpoint_every': steps,
               'train.log_every': max(1, steps // 10)}
   settings.update(overrides)
-  run = base.override(config.copy_and_resolve_references(), settings)
+  run = config_defaults.override(config.copy_and_resolve_references(), settings)
   logging.info('ablate: %s seed %d in %s: %s', name, seed, workdir, overrides)
   start = time.perf_counter()
   final = loop.train_and_evaluate(run, workdir)

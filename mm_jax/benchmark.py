@@ -42,6 +42,7 @@ import numpy as np
 import optax
 
 import mm_jax
+from mm_jax import config_defaults
 from mm_jax import flops as flops_lib
 from mm_jax import profiling
 from mm_jax import sharding
@@ -172,8 +173,7 @@ def config_for(config, overrides: Mapping[str, Any]):
     module = importlib.import_module(path.replace('/', '.').removesuffix(
         '.py'))
     config = module.get_config(arg or None)
-  from configs import base  # pylint: disable=g-import-not-at-top
-  return base.override(config.copy_and_resolve_references(), overrides)
+  return config_defaults.override(config.copy_and_resolve_references(), overrides)
 
 
 def _variant_tasks(overrides, tasks) -> List[str]:
@@ -419,7 +419,7 @@ def padding_fill(batch) -> float:
     x = batch[key]
     if x.dtype == np.int32 and x.ndim == 2:          # text [B, L]
       real, total = real + int((x != 0).sum()), total + x.size
-  if 'inputs_mask' in batch:                          # audio [B, F]
+  if 'inputs_mask' in batch:                          # audio [B, A]
     mask = batch['inputs_mask']
     real, total = real + int(mask.sum()), total + mask.size
   return real / total if total else 1.0

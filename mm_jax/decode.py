@@ -13,9 +13,10 @@ key/value cache to reuse: decoding ``T`` tokens costs ``O(T^2)`` body work,
 about ``T / 2`` teacher-forced passes. The O(T) alternative is a per-layer
 cache of the last ``(kernel - 1) * dilation`` inputs of every causal ConvStep
 (WaveNet-style fast generation), which needs incremental variants of the
-body modules; see notes/eval.md. Only the softmax is restricted to position
-``t`` (a Flax method interceptor slices the decoder output before
-``Language.logits``), so the ``[B * K, T, V]`` logits are never formed.
+body modules; see docs/design.md, "Decoding and evaluation". Only the
+softmax is restricted to position ``t`` (a Flax method interceptor slices
+the decoder output before ``Language.logits``), so the ``[B * K, T, V]``
+logits are never formed.
 
 Scores are GNMT/T2T length-normalised log-probabilities
 ``log p(y) / ((5 + |y|) / 6) ** alpha`` with ``|y|`` counting the EOS.
@@ -219,8 +220,8 @@ def beam_search(model, params, batch: Mapping[str, Any], *,
   Args:
     model: a ``MultiModel`` (hashable: one compilation per model and shapes).
     params: its parameters (boxed or unboxed), sharded or not.
-    batch: ``inputs`` ([B, L] ids | [B, Y, X, 3] | [B, frames, M, C]),
-      ``target_space`` [B], ``inputs_mask`` [B, frames] for audio. Other keys
+    batch: ``inputs`` ([B, L] ids | [B, Y, X, 3] | [B, A, M, I]),
+      ``target_space`` [B], ``inputs_mask`` [B, A] for audio. Other keys
       (targets, example_mask, host-side references) are ignored.
     input_modality: 'text' | 'image' | 'audio'.
     beam_size: K.

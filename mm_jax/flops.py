@@ -24,7 +24,8 @@ counted, per position of the sequence or grid it runs on:
 Not counted: LayerNorm, ReLU, masks, residual adds, gathers, the optimiser
 (element-wise work: a few percent at ``d >= 512``, more at ``d = 128``).
 The checks: ``tests/test_flops.py`` compares ``executed`` with XLA's cost
-analysis of the lowered step on the CPU, and BUILD_NOTES has a hand count.
+analysis of the lowered step on the CPU, and docs/experiments.md has a hand
+count ("Benchmarks").
 """
 
 import math
@@ -152,7 +153,7 @@ def step_flops(cfg, input_modality: str, output_modality: str,
     cfg: ``config.model``.
     input_modality, output_modality: the task's modalities.
     shapes: batch array shapes, ``inputs`` ([B, L] ids, [B, Y, X, 3]
-      pixels or [B, frames, M, C] audio) and ``targets`` ([B, T] or [B]).
+      pixels or [B, A, M, I] audio) and ``targets`` ([B, T] or [B]).
     train: the MoE router's noise logits (train only).
 
   Returns:

@@ -2,7 +2,7 @@
 
   from mm_jax import reproduce
   out = reproduce.run_all('results/tiny', workroot='/tmp/mm_reproduce',
-                          steps_per_task=100, seeds=(0, 1))
+                          steps_per_task=100, seeds=(0, 1), single_budget=4)
 
 Runs (``RUNS``; each once per seed, shared between tables) train every task
 they enable with an even mixture, for ``steps_per_task`` steps per enabled
@@ -23,9 +23,17 @@ run gives both budgets of the comparison:
   table4_no_moe          Table 4: a dense FFN of equal active size per MoE
   table4_no_attention    Table 4: no attention blocks
 
+Single-task runs train ``single_budget`` times longer (``single_budget N``
+steps, still evaluated every ``N``), so that Table 2 shows them both at
+``N`` and at their best evaluation, with the step where they plateaued: a
+single-task model is not cut off before it has converged.
+
 Each (run, seed) is ``loop.train_and_evaluate`` of its config file in
 ``<workroot>/<run>_s<seed>``; a finished one (``result.json`` there) is
 read back, so an interrupted call continues, and ``runs=`` picks a subset.
+A finished run with fewer steps than asked for (a larger ``single_budget``)
+resumes from its last checkpoint and trains on (the tiny schedule, 'noam',
+does not depend on the run's length, so this equals a longer run).
 Written to the results folder: ``results.md`` (the tables: mean and
 min–max over seeds, chance levels, the paper's numbers; the plateau step of
 every run), ``results.json``, ``learning_curves.png`` and
@@ -44,7 +52,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 import jax
 import numpy as np
 
-from configs import base
+from mm_jax import config_defaults as base
 from mm_jax.data import prepare
 from mm_jax.eval import chance
 from mm_jax.train import loop
@@ -102,16 +110,26 @@ def run_tasks(name: str, size: str = 'tiny') -> Tuple[str, ...]:
   return tuple(sorted(t for t, w in config.data.mixture.items() if w > 0))
 
 
+def budget(name: str, single_budget: int) -> int:
+  """How many times ``steps_per_task`` per task run ``name`` trains."""
+  return single_budget if name.startswith('single_') else 1
+
+
 def run_config(name: str, size: str, steps_per_task: int, seed: int = 0,
-               overrides: Optional[Mapping[str, Any]] = None):
+               overrides: Optional[Mapping[str, Any]] = None,
+               single_budget: int = 1):
   """The locked config of run ``name``: its config file at ``size``, an even
-  mixture over its tasks, ``steps_per_task`` steps per task, evaluated
-  every ``steps_per_task`` steps, then ``overrides``."""
+  mixture over its tasks, ``steps_per_task`` steps per task (times
+  ``single_budget`` for a single-task run), evaluated every
+  ``steps_per_task`` steps, then ``overrides``."""
+  if single_budget < 1:
+    raise ValueError(f'single_budget={single_budget}: it is a multiple of '
+                     'steps_per_task; use 1 or more.')
   module, arg = RUNS[name]
   config = importlib.import_module(module).get_config(
       f'{arg},{size}' if arg else size)
   tasks = run_tasks(name, size)
-  steps = steps_per_task * len(tasks)
+  steps = steps_per_task * len(tasks) * budget(name, single_budget)
   settings = {f'data.mixture.{t}': float(t in tasks)
               for t in config.data.mixture}
   settings.update({
@@ -142,28 +160,38 @@ def evaluations(records: Sequence[Mapping[str, Any]]) -> Dict[int, Dict]:
 
 
 def run_one(name: str, workroot: str, size: str, steps_per_task: int,
-            seed: int = 0, overrides: Optional[Mapping[str, Any]] = None
-            ) -> Dict[str, Any]:
-  """Trains and evaluates (run ``name``, ``seed``) or reads its result."""
+            seed: int = 0, overrides: Optional[Mapping[str, Any]] = None,
+            single_budget: int = 1) -> Dict[str, Any]:
+  """Trains and evaluates (run ``name``, ``seed``) or reads its result; a
+  finished run with fewer steps than asked for trains on from its last
+  checkpoint (its wall time adds up)."""
   workdir = os.path.join(workroot, f'{name}_s{seed}')
   path = os.path.join(workdir, 'result.json')
+  config = run_config(name, size, steps_per_task, seed, overrides,
+                      single_budget)
+  steps = int(config.train.num_train_steps)
+  earlier = 0.0
   if os.path.exists(path):
     with open(path) as f:
       result = json.load(f)
     if result.get('steps_per_task') == steps_per_task:
-      logging.info('reproduce: %s seed %d already done (%s).', name, seed,
-                   path)
-      return result
-  config = run_config(name, size, steps_per_task, seed, overrides)
-  logging.info('reproduce: running %s seed %d in %s.', name, seed, workdir)
+      if result['steps'] >= steps:
+        logging.info('reproduce: %s seed %d already done (%s).', name, seed,
+                     path)
+        return result
+      logging.info('reproduce: %s seed %d trains on from step %d to %d.',
+                   name, seed, result['steps'], steps)
+      earlier = float(result['wall_seconds'])
+  else:
+    logging.info('reproduce: running %s seed %d in %s.', name, seed, workdir)
   start = time.perf_counter()
   loop.train_and_evaluate(config, workdir)
   records = _read_jsonl(os.path.join(workdir, reporting.METRICS_FILE))
   result = {
       'name': name, 'seed': seed, 'size': size,
       'steps_per_task': steps_per_task,
-      'steps': int(config.train.num_train_steps),
-      'wall_seconds': time.perf_counter() - start,
+      'steps': steps,
+      'wall_seconds': earlier + time.perf_counter() - start,
       'tasks': list(run_tasks(name, size)),
       'evaluations': {str(k): v for k, v in evaluations(records).items()},
       'curves': [r for r in records if any(k.endswith('/loss') for k in r)],
@@ -225,21 +253,42 @@ def _chance(levels, task, metric) -> str:
   return '—' if value is None else f'{100 * value:.1f}%'
 
 
+def best_cells(results: Sequence[Mapping[str, Any]], task: str
+               ) -> Tuple[Optional[int], Dict[str, Any]]:
+  """(best step, {metric: value_at that step}) of ``task``: the evaluation
+  where the seed-mean of the task's first metric is best."""
+  p = plateau(results, task, TASK_METRICS[task][0])
+  if p is None:
+    return None, {}
+  step = p['best_step']
+  return step, {m: value_at(results, step, task, m)
+                for m in TASK_METRICS[task]}
+
+
 def _table2(runs, n, levels) -> list:
+  longest = max(r['steps'] for t in SINGLE_TASKS
+                for r in runs[f'single_{t}'])
   lines = ['### Table 2: joint 8-task vs single-task', '',
-           f'| task | metric | single ({n} steps) | joint, equal total steps '
-           f'({n}) | joint, equal steps per task ({8 * n}) | chance | paper |',
-           '|---|---|---|---|---|---|---|']
+           f'| task | metric | single ({n} steps) | single, best evaluation '
+           f'(≤ {longest} steps) | joint, equal total steps ({n}) | joint, '
+           f'equal steps per task ({8 * n}) | chance | paper |',
+           '|---|---|---|---|---|---|---|---|']
   for task in SINGLE_TASKS:
+    best_step, best = best_cells(runs[f'single_{task}'], task)
     for metric in TASK_METRICS[task]:
       single = value_at(runs[f'single_{task}'], n, task, metric)
       total = value_at(runs['joint8'], n, task, metric)
       per_task = value_at(runs['joint8'], 8 * n, task, metric)
+      at_best = (f'{_fmt(best.get(metric), metric)} @ {best_step}'
+                 if best_step else '—')
       lines.append(f'| {task} | {metric} | {_fmt(single, metric)} | '
-                   f'{_fmt(total, metric)} | {_fmt(per_task, metric)} | '
+                   f'{at_best} | {_fmt(total, metric)} | '
+                   f'{_fmt(per_task, metric)} | '
                    f'{_chance(levels, task, metric)} | '
                    f'{PAPER["table2"][task]} |')
-  return lines + ['']
+  return lines + ['', 'The best evaluation of a single-task run is picked '
+                  'by the seed-mean of its first metric; the other metric is '
+                  'read at the same step.', '']
 
 
 def _table3(runs, n, levels) -> list:
@@ -404,9 +453,11 @@ def run_all(results_dir: str, *, workroot: str, size: str = 'tiny',
             steps_per_task: int = 100, seeds: Sequence[int] = (0, 1),
             tables: Sequence[str] = tuple(TABLES),
             runs: Optional[Sequence[str]] = None,
-            overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+            overrides: Optional[Mapping[str, Any]] = None,
+            single_budget: int = 4) -> Dict[str, Any]:
   """Runs what ``tables`` need (or only ``runs``) and writes the results
-  folder from every finished run found in ``workroot``.
+  folder from every finished run found in ``workroot``; single-task runs
+  train ``single_budget`` times ``steps_per_task`` steps.
 
   Returns {'runs': {run: [result per seed]}, 'chance': levels,
   'markdown': text}.
@@ -427,7 +478,8 @@ def run_all(results_dir: str, *, workroot: str, size: str = 'tiny',
   start = time.perf_counter()
   for name in names:
     for seed in seeds:
-      run_one(name, workroot, size, steps_per_task, seed, overrides)
+      run_one(name, workroot, size, steps_per_task, seed, overrides,
+              single_budget)
   # Tables from every finished run of these settings, this call's or not.
   done = {}
   for name in RUNS:
@@ -445,7 +497,9 @@ def run_all(results_dir: str, *, workroot: str, size: str = 'tiny',
             f'(this call {(time.perf_counter() - start) / 3600:.1f} h); '
             f'generated {datetime.date.today().isoformat()} by `python '
             f'launch/reproduce.py --suite={size} --steps_per_task='
-            f'{steps_per_task} --seeds={",".join(map(str, seeds))}`. Every '
+            f'{steps_per_task} --seeds={",".join(map(str, seeds))} '
+            f'--single_budget={single_budget}` (the runs table gives each '
+            'run\'s steps). Every '
             'run mixes its tasks evenly; cells are the mean over seeds '
             '(min–max). Metrics are on the first '
             f'{joint.eval.max_batches * joint.eval.batch_size} validation '

@@ -3,6 +3,7 @@ over 8 fake CPU devices."""
 
 import gc
 import glob
+import json
 import logging
 import os
 import signal
@@ -373,6 +374,10 @@ def test_make_meta():
   assert meta['vocab_path'] == '/v/spm.model'
   assert meta['vocab_sha256'] == 'c' * 64
   assert meta['config']['train']['learning_rate'] == 0.2
+  assert meta['class_names'] is None
+  named = checkpoint.make_meta(config, vocab, ('red star', 'blue circle'))
+  assert json.loads(json.dumps(named))['class_names'] == ['red star',
+                                                          'blue circle']
   assert meta['mm_jax_version'] == checkpoint.mm_jax_version() != ''
 
 

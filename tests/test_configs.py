@@ -63,8 +63,8 @@ def test_mixtures_and_switches():
           if w} == {'parse_en', 'imagenet'}
   # Every joint 8-task run mixes and weighs its losses alike: evenly and
   # T2T's weights at real sizes; the tiny demo gives ImageNet 5 of every 12
-  # steps and captioning loss weight 0.1 (BUILD_NOTES "ImageNet in the joint
-  # run").
+  # steps and captioning loss weight 0.1 (docs/experiments.md, "ImageNet in
+  # the joint run").
   for size, weights, caption in (('base', 8.0, 1.0), ('tiny', 12.0, 0.1)):
     configs = [m.get_config(a) for m, a in (
         (_module('joint8'), size), (t3, f'all8,{size}'),

@@ -8,7 +8,7 @@ import pytest
 
 from mm_jax.model import conv
 
-# (input shape [B, *spatial, C], taps, strides, dilation, padding kind)
+# (input shape [B, *spatial, I], taps, strides, dilation, padding kind)
 CASES = [
     ((2, 11, 5), (3,), (1,), (1,), 'same'),
     ((2, 11, 5), (8,), (1,), (1,), 'same'),      # even taps: uneven padding

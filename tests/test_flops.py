@@ -61,9 +61,9 @@ def test_executed_count_within_15_percent_of_xla(setup, task_name):
 
 
 def test_hand_count_of_the_tiny_translation_step():
-  # The BUILD_NOTES hand count is for 4 projected heads (Q, K, V, output:
-  # 4 d^2 per attention); the tiny default (1 head, no projections) drops
-  # those matmuls from all five attention blocks.
+  # The hand count (docs/experiments.md) is for 4 projected heads (Q, K, V,
+  # output: 4 d^2 per attention); the tiny default (1 head, no projections)
+  # drops those matmuls from all five attention blocks.
   cfg = base.get_config('tiny').model
   cfg.num_heads, cfg.attention_projections = 4, True
   shapes = {'inputs': (32, 64), 'targets': (32, 64)}
@@ -77,7 +77,7 @@ def test_hand_count_of_the_tiny_translation_step():
                    + 4 * (block + attention) + moe + d * v)  # decoder, softmax
   assert table['total']['macs'] == want
   assert table['total']['flops'] == 6 * want
-  # ~21 GFLOP, the BUILD_NOTES hand count.
+  # ~21 GFLOP, the hand count in docs/experiments.md.
   assert 20e9 < table['total']['flops'] < 22e9
   default = flops.step_flops(base.get_config('tiny').model, 'text', 'text',
                              shapes)

@@ -1,4 +1,4 @@
-"""Tests for the modality nets (mm_jax/model/modalities, SPEC §3.1)."""
+"""Tests for the modality nets (mm_jax/model/modalities)."""
 
 import functools
 

@@ -83,9 +83,11 @@ def random_state(config, model, seed):
       rng=jax.random.key_data(jax.random.key(seed)))
 
 
-def save(workdir, step, state, config, vocab):
+def save(workdir, step, state, config, vocab, meta=None):
+  """A checkpoint with ``meta`` (default: the tiny suite's, as training)."""
+  meta = meta or checkpoint.make_meta(config, vocab, vision.CLASS_NAMES)
   with checkpoint.Checkpointer(str(workdir), keep=5, every=1) as ckpt:
-    assert ckpt.save(step, state, None, checkpoint.make_meta(config, vocab))
+    assert ckpt.save(step, state, None, meta)
     ckpt.wait()
 
 
@@ -126,6 +128,22 @@ def test_load_latest_config_and_vocab(run, predictor):
                predictor.params, want)
   leaf = jax.tree.leaves(predictor.params)[0]
   assert leaf.sharding.is_fully_replicated and len(leaf.devices()) == 1
+  assert predictor.class_names == vision.CLASS_NAMES    # from the meta
+
+
+def test_checkpoint_without_class_names_numbers_the_classes(run, tmp_path,
+                                                            caplog):
+  """A checkpoint from before class names were stored loads; its classes
+  are 'class_<i>', with one warning."""
+  meta = checkpoint.make_meta(run['config'], run['vocab'])
+  del meta['class_names']
+  save(tmp_path, 1, run['states'][1], run['config'], run['vocab'], meta)
+  caplog.set_level(logging.WARNING)
+  old = mm_jax.load(str(tmp_path))
+  assert old.class_names == tuple(f'class_{i}' for i in range(48))
+  (warning,) = [r.getMessage() for r in caplog.records
+                if 'class names' in r.getMessage()]
+  assert warning.startswith('The checkpoint predates stored class names')
 
 
 def test_load_chosen_step(run):

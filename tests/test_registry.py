@@ -9,6 +9,7 @@ import pytest
 from configs import base
 from mm_jax.data import registry
 from mm_jax.data import sources
+from mm_jax.data.tiny import vision
 
 EXPECTED = {  # name: (input, output, target space, loss weight)
     'speech_en': ('audio', 'text', 'en', 2.0),
@@ -41,6 +42,14 @@ def test_builtin_tasks():
   assert {'top1', 'top5'} <= set(registry.get('imagenet').metrics)
   assert registry.TARGET_SPACES == {'generic': 0, 'en': 1, 'de': 2, 'fr': 3,
                                     'parse': 4}
+
+
+def test_class_names_of_a_run():
+  """The labels checkpoints store: the first class task's, on its suite."""
+  tiny = registry.class_names(['parse_en', 'imagenet'], 'tiny')
+  assert tiny == vision.CLASS_NAMES and tiny[0] == 'red circle'
+  assert registry.class_names(['imagenet'], 'real') is None   # not named
+  assert registry.class_names(['parse_en', 'translate_en_de'], 'tiny') is None
 
 
 def test_unknown_task_lists_known_names():

@@ -26,8 +26,11 @@ from configs import joint8
 from configs import single
 from configs import table3
 from configs import table4
+from mm_jax import run_files
 from mm_jax.data import prepare
 from mm_jax.data import sources
+from mm_jax.data.tiny import vision
+from mm_jax.eval import evaluator
 from mm_jax.train import loop
 from mm_jax.train import workdir_lock
 from test_checkpoint import DAMAGE_KINDS
@@ -168,13 +171,13 @@ def test_zero_cadences_log_checkpoint_and_evaluate_at_the_end_only(
       'train.checkpoint_every': 0, 'train.eval_every': 0,
       'eval.splits': ('validation',)})
   evaluated = []
-  real = loop.Evaluator
+  real = evaluator.Evaluator
 
   class Counting(real):
     def __call__(self, step, *args, **kwargs):
       evaluated.append(step)
       return super().__call__(step, *args, **kwargs)
-  monkeypatch.setattr(loop, 'Evaluator', Counting)
+  monkeypatch.setattr(evaluator, 'Evaluator', Counting)
   run = loop._run  # pylint: disable=protected-access
 
   def locked_run(*args, **kwargs):
@@ -245,6 +248,8 @@ def test_joint_eight_tasks_train_evaluate_and_continue(data, xla_cache,
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path))
   assert sorted(_jsonl(tmp_path)) == [1, 2, 3, 4]
   assert out['compilations'] <= 4         # one per task signature
+  meta = run_files.read_meta(str(tmp_path), 4)
+  assert tuple(meta['class_names']) == vision.CLASS_NAMES   # for inference
   more = loop.train_and_evaluate(
       _apply(config, {'train.num_train_steps': 6}), str(tmp_path))
   assert more['step'] == 6

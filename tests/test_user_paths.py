@@ -174,6 +174,48 @@ def test_plateau_and_seed_means():
   assert reproduce.value_at(runs, 50, 'parse_en', 'token_accuracy') is None
 
 
+def test_table2_shows_single_runs_at_n_and_at_their_best_evaluation():
+  def result(task, metrics, values):
+    return {'steps': max(values), 'tasks': [task], 'evaluations': {
+        str(s): {f'{task}/{m}': v + i for i, m in enumerate(metrics)}
+        for s, v in values.items()}}
+  runs = {'joint8': [{'steps': 16, 'tasks': [], 'evaluations': {}}]}
+  for task in reproduce.SINGLE_TASKS:
+    # Best first metric at step 4 (0.5), worse again at 6.
+    runs[f'single_{task}'] = [result(task, reproduce.TASK_METRICS[task],
+                                     {2: 0.3, 4: 0.5, 6: 0.4})]
+  step, cells = reproduce.best_cells(runs['single_parse_en'], 'parse_en')
+  assert step == 4
+  assert cells['sequence_accuracy'] == (1.5, 1.5, 1.5, 1)
+  text = '\n'.join(reproduce._table2(runs, 2, {}))  # pylint: disable=protected-access
+  assert 'best evaluation (≤ 6 steps)' in text
+  assert '| parse_en | token_accuracy | 30.0% | 50.0% @ 4 |' in text
+  assert '| translate_en_de | bleu | 1.3 | 1.5 @ 4 |' in text
+
+
+def test_a_finished_single_run_trains_on_to_a_larger_budget(data, xla_cache,
+                                                            tmp_path):
+  overrides = {**conftest.SMALL, **data}
+  workroot = str(tmp_path / 'runs')
+  first = reproduce.run_one('single_parse_en', workroot, 'tiny', 2, 0,
+                            overrides, single_budget=1)
+  assert first['steps'] == 2 and list(first['evaluations']) == ['2']
+  longer = reproduce.run_one('single_parse_en', workroot, 'tiny', 2, 0,
+                             overrides, single_budget=2)
+  assert longer['steps'] == 4
+  assert sorted(longer['evaluations'], key=int) == ['2', '4']
+  # Step 2's evaluation is the first run's, kept, not a second copy.
+  assert longer['evaluations']['2'] == first['evaluations']['2']
+  assert longer['wall_seconds'] > first['wall_seconds']
+  steps = [c['step'] for c in longer['curves']]
+  assert steps == sorted(set(steps)) and steps[-1] == 4
+  again = reproduce.run_one('single_parse_en', workroot, 'tiny', 2, 0,
+                            overrides, single_budget=2)
+  assert again['wall_seconds'] == longer['wall_seconds']
+  with pytest.raises(ValueError, match='single_budget=0'):
+    reproduce.run_config('single_parse_en', 'tiny', 2, single_budget=0)
+
+
 def test_a_mixture_without_text_still_gets_a_vocabulary(data):
   from configs import single  # pylint: disable=g-import-not-at-top
   config = conftest.small_config(data, single.get_config('imagenet,tiny'),

@@ -1,5 +1,5 @@
 """The audio front end shared by every speech source: reading, resampling and
-log-mel features (SPEC §3.1). Plain numpy; no librosa.
+log-mel features (docs/design.md, "Audio"). Plain numpy; no librosa.
 
   wav, rate = read_audio('utt.wav')           # float32 [n] in [-1, 1], Hz
   feats = log_mel(wav, sample_rate=rate)      # float32 [frames, 80, 1]
@@ -179,7 +179,7 @@ def log_mel(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE,
     deltas: also return delta and delta-delta channels.
 
   Returns:
-    float32 [frames, M, C]; C = 3 with ``deltas``, else 1.
+    float32 [A, M, I] (A frames); I = 3 with ``deltas``, else 1.
   """
   x = np.asarray(waveform)
   if x.ndim != 1:
@@ -206,12 +206,12 @@ def log_mel(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE,
   spectrum = np.fft.rfft(windows * hann.astype(np.float32), n=fft_size)
   power = (spectrum.real ** 2 + spectrum.imag ** 2).astype(np.float32)
   mel = power @ mel_filterbank(num_mel_bins, fft_size, SAMPLE_RATE)
-  feats = np.log(np.maximum(mel, log_floor)).astype(np.float32)  # [frames, M]
+  feats = np.log(np.maximum(mel, log_floor)).astype(np.float32)  # [A, M]
   if not deltas:
-    return feats[:, :, None]                                      # [F, M, 1]
+    return feats[:, :, None]                                      # [A, M, 1]
   d1 = delta_features(feats)
   d2 = delta_features(d1)
-  return np.stack([feats, d1, d2], axis=-1)                       # [F, M, 3]
+  return np.stack([feats, d1, d2], axis=-1)                       # [A, M, 3]
 
 
 # --------------------------------------------------------------- reading --

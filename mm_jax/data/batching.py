@@ -5,10 +5,11 @@ the train step compiles once per (task modalities, bucket) and never more.
 Text uses ``length_buckets`` (capped at, and always including, the maximum
 length); audio uses ``audio_frame_buckets`` with ``audio_max_frames``.
 
-Batch keys (the contract in BUILD_NOTES.md):
+Batch keys (the contract: docs/design.md, "The batch contract"; letters as in
+mm_jax/axes.py: A audio frames, I audio channels):
 
-  inputs        int32 [B, L] | float32 [B, Y, X, 3] | float32 [B, F, 80, C]
-  inputs_mask   bool [B, F]                        (audio inputs)
+  inputs        int32 [B, L] | float32 [B, Y, X, 3] | float32 [B, A, 80, I]
+  inputs_mask   bool [B, A]                        (audio inputs)
   targets       int32 [B, T] | int32 [B]
   target_space  int32 [B]                          (text outputs)
   example_mask  bool [B]                           (evaluation batches)
@@ -54,7 +55,7 @@ class BatchSpec:
     target_buckets: padded lengths of text targets.
     frame_buckets: padded frame counts for audio inputs.
     image_size: Y = X of image inputs (``preprocess.image_size_for``).
-    audio_channels: C of audio inputs (1, or 3 with deltas).
+    audio_channels: I of audio inputs (1, or 3 with deltas).
   """
   input_modality: str
   output_modality: str

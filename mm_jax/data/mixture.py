@@ -1,4 +1,4 @@
-"""Task sampling: which task trains at each step (SPEC §4).
+"""Task sampling: which task trains at each step (docs/design.md, "Mixing").
 
 Each step trains one task, drawn from the enabled tasks (weight > 0) with
 probability

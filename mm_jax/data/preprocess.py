@@ -14,7 +14,7 @@ Processed examples (one task, before batching):
 
   'inputs'   int32 [L] (EOS last) | uint8 [Y, X, 3] (batches hold float32;
              uint8 keeps grain's read-ahead buffers small) |
-             float32 [frames, 80, C] log-mel
+             float32 [A, 80, I] log-mel (A frames; I = 3 with deltas, else 1)
   'targets'  int32 [T] (EOS last) | int32 [] class id
   'references' list[str] (evaluation only, text outputs)
 
@@ -151,7 +151,7 @@ def image_eval(image, size: int) -> np.ndarray:
 
 def audio_features(waveform, sample_rate: int, *, deltas: bool,
                    max_frames: int):
-  """Waveform -> log-mel float32 [frames, 80, C] (C = 3 with deltas, else 1).
+  """Waveform -> log-mel float32 [A, 80, I] (I = 3 with deltas, else 1).
 
   Returns a ``Skip`` for an empty clip or one longer than ``max_frames``.
   """

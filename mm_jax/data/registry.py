@@ -50,6 +50,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from mm_jax.data import sources
 from mm_jax.data.sources import CorruptExample  # pylint: disable=unused-import
+from mm_jax.data.tiny import vision
 
 # Rows of the learned task-token table (decoder position 0).
 TARGET_SPACES = {'generic': 0, 'en': 1, 'de': 2, 'fr': 3, 'parse': 4}
@@ -72,6 +73,10 @@ class Task:
   loss_weight: float = 1.0
   metrics: tuple[str, ...] = ()
   text_fields: tuple[str, ...] = ()   # raw fields with text (vocabulary)
+  # Class output: suite -> the label of each class id, where the data names
+  # them (stored with checkpoints; see ``class_names``).
+  class_names: Mapping[str, Sequence[str]] = dataclasses.field(
+      default_factory=dict)
 
   def __post_init__(self):
     if self.input_modality not in INPUT_MODALITIES:
@@ -125,6 +130,17 @@ def get(name: str) -> Task:
 def names() -> list[str]:
   """All registered task names, sorted."""
   return sorted(_TASKS)
+
+
+def class_names(tasks: Sequence[str], suite: str
+                ) -> Optional[tuple[str, ...]]:
+  """The label of each class id in a run of ``tasks`` on ``suite``: those of
+  the first class-output task that names them there, or None."""
+  for name in tasks:
+    labels = get(name).class_names.get(suite)
+    if labels:
+      return tuple(labels)
+  return None
 
 
 # ------------------------------------------------------ built-in tasks --
@@ -187,7 +203,8 @@ def _builtin_tasks() -> list[Task]:
                     'real': sources.from_tfds(
                         'imagenet2012', {'test': 'validation'},
                         sources.image_class)},
-           metrics=('top1', 'top5', 'log_ppl')),
+           metrics=('top1', 'top5', 'log_ppl'),
+           class_names={'tiny': vision.CLASS_NAMES}),
       Task(name='caption_en', input_modality='image', output_modality='text',
            target_space='en',
            sources={'tiny': _tiny_captions,

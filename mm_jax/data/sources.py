@@ -513,7 +513,7 @@ def ptb_source(ptb_dir: str, split: str) -> ExampleSource:
   return ExampleSource(examples, f'ptb[{split}]')
 
 
-# ------------------------------------------------- real loaders (SPEC §2) --
+# ----------------------------- real loaders (docs/design.md, "Real data") --
 
 COCO = 'coco_captions/2014'
 # Karpathy & Li splits; 'restval' joins training as is customary.

@@ -1,4 +1,5 @@
-"""The shared SentencePiece vocabulary of all text (SPEC §3.1).
+"""The shared SentencePiece vocabulary of all text (docs/design.md,
+"Vocabulary").
 
 One unigram SentencePiece model covers every text side of the enabled tasks
 (EN/DE/FR, captions, transcripts, parse trees). It is trained in-process

@@ -1,4 +1,5 @@
-"""Evaluation: host metrics (``metrics``), the per-task runner (``evaluate``).
+"""Evaluation: host metrics (``metrics``), the per-task runner (``evaluate``),
+the passes during training (``evaluator``).
 
   from mm_jax.eval import evaluate
   metrics, samples = evaluate.evaluate_task(model, params, task, batches,

@@ -13,10 +13,9 @@ import os
 import sys
 from typing import Dict, Optional, Tuple
 
+from mm_jax import run_files
 from mm_jax.data import prepare
 from mm_jax.eval import chance
-from mm_jax.inference import loading
-from mm_jax.train import reporting
 
 SKIPPED = ('examples', 'eval_seconds')
 
@@ -24,7 +23,7 @@ SKIPPED = ('examples', 'eval_seconds')
 def last_evaluation(workdir: str, split: str = 'validation'
                     ) -> Tuple[int, Dict[str, float]]:
   """(step, {'<task>/<metric>': value}) of the last evaluation logged."""
-  path = os.path.join(workdir, reporting.METRICS_FILE)
+  path = os.path.join(workdir, run_files.METRICS_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(f'No {path}: is {workdir} a training work '
                             'directory (launch/train.py --workdir)?')
@@ -48,8 +47,8 @@ def summarize(workdir: str, split: str = 'validation',
   """The table: task, metric, value, chance (when it has one)."""
   step, values = last_evaluation(workdir, split)
   if config is None:
-    meta = loading.read_meta(workdir, loading.resolve_step(workdir, None))
-    config = loading.config_from_meta(meta.get('config'))
+    meta = run_files.read_meta(workdir, run_files.resolve_step(workdir, None))
+    config = run_files.config_from_meta(meta.get('config'))
   vocab = prepare.ensure_prepared(config.data)
   levels = chance.chance_levels(config, vocab, split)
   lines = [f'Per-task {split} metrics at step {step} '

@@ -175,7 +175,7 @@ def waveform_list(audio) -> list:
 
 def log_mel(waveform, sample_rate: int, index: int, *, deltas: bool
             ) -> np.ndarray:
-  """A mono waveform -> float32 [frames, 80, C] log-mel (as in training).
+  """A mono waveform -> float32 [A, 80, I] log-mel (as in training).
 
   Float samples are in [-1, 1]; integer samples are int16-scaled (/ 32768).
   """
@@ -205,18 +205,18 @@ def pad_batch(examples: Sequence[np.ndarray], batch: int, modality: str,
   """Processed inputs -> {'inputs', ['inputs_mask']} of batch size ``batch``.
 
   Args:
-    examples: int32 [L_i] ids | uint8 [S, S, 3] images | float32
-      [frames_i, M, C] log-mel, at most ``batch`` of them.
+    examples: int32 [L_i] ids | uint8 [Y, X, 3] images | float32
+      [A_i, M, I] log-mel, at most ``batch`` of them.
     batch: B, padded batch size (rows past ``len(examples)`` are padding).
     modality: 'text' | 'image' | 'audio'.
     buckets: lengths (text) or frame counts (audio) to pad to.
 
   Returns:
-    inputs int32 [B, L] | float32 [B, S, S, 3] | float32 [B, F, M, C];
-    inputs_mask bool [B, F] for audio.
+    inputs int32 [B, L] | float32 [B, Y, X, 3] | float32 [B, A, M, I];
+    inputs_mask bool [B, A] for audio.
   """
   if modality == 'image':
-    out = np.zeros((batch,) + examples[0].shape, np.float32)  # [B, S, S, 3]
+    out = np.zeros((batch,) + examples[0].shape, np.float32)  # [B, Y, X, 3]
     out[:len(examples)] = np.stack(examples)
     return {'inputs': out}
   length = batching.bucket_length(max(len(x) for x in examples), buckets)

@@ -6,11 +6,11 @@
 Reads ``<workdir>/checkpoints/<step>/{state,meta}`` written by
 ``mm_jax.train.checkpoint.Checkpointer``; only finalised checkpoints count,
 so a run still writing one is safe to read from. The run's config is rebuilt
-from the JSON the checkpoint's meta stores (over ``configs/base.py``'s
-defaults, so keys added to the schema later keep their defaults); the
-vocabulary is loaded from the path the meta records and must have the
-recorded sha256. Only the parameters are restored (no optimiser state),
-replicated on the chosen devices.
+from the JSON the checkpoint's meta stores (``run_files.config_from_meta``,
+over the defaults of ``mm_jax/config_defaults.py``, so keys added to the
+schema later keep their defaults); the vocabulary is loaded from the path
+the meta records and must have the recorded sha256. Only the parameters are
+restored (no optimiser state), replicated on the chosen devices.
 """
 
 import functools
@@ -21,117 +21,19 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax
 import ml_collections
-import orbax.checkpoint as ocp
 
-from configs import base
 from mm_jax import compile_cache
 from mm_jax import sharding
 from mm_jax.data import vocab as vocab_lib
 from mm_jax.inference import predictor as predictor_lib
-from mm_jax.model import body
 from mm_jax.model import factory
+# Reading the work directory is run_files'; these names stay here too.
+from mm_jax.run_files import available_steps
+from mm_jax.run_files import checkpoint_dir
+from mm_jax.run_files import config_from_meta
+from mm_jax.run_files import read_meta
+from mm_jax.run_files import resolve_step
 from mm_jax.train import checkpoint
-
-
-def checkpoint_dir(workdir: str) -> str:
-  """``<workdir>/checkpoints`` (absolute)."""
-  return os.path.join(os.path.abspath(os.path.expanduser(workdir)),
-                      'checkpoints')
-
-
-def available_steps(workdir: str) -> list[int]:
-  """Steps of the finalised checkpoints in ``workdir``, ascending."""
-  directory = checkpoint_dir(workdir)
-  if not os.path.isdir(directory):
-    return []
-  steps = [int(n) for n in os.listdir(directory) if n.isdigit()]
-  return checkpoint.finalized_steps(directory, steps)
-
-
-def resolve_step(workdir: str, step: Optional[int]) -> int:
-  """``step`` (or the latest) after checking it exists; clear errors."""
-  steps = available_steps(workdir)
-  if not steps:
-    raise FileNotFoundError(
-        f'No finalised checkpoint in {checkpoint_dir(workdir)} (searched for '
-        '<step>/ directories holding commit_success.txt). Is --workdir the '
-        'directory given to launch/train.py, and has it saved a checkpoint?')
-  if step is None:
-    return steps[-1]
-  if int(step) not in steps:
-    raise ValueError(f'No checkpoint for step {step} in '
-                     f'{checkpoint_dir(workdir)}; available steps: {steps}.')
-  return int(step)
-
-
-def read_meta(workdir: str, step: int) -> dict:
-  """The ``meta`` item (JSON) of checkpoint ``step``; a garbled or missing
-  file raises ``checkpoint.DamagedCheckpointError``."""
-  where = os.path.join(checkpoint_dir(workdir), str(step))
-  with checkpoint.reading(where):
-    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as reader:
-      return reader.restore(os.path.join(where, 'meta'))
-
-
-def _like(template, value):
-  """JSON ``value`` in the type of ``template`` (lists -> tuples)."""
-  if isinstance(value, list):
-    return tuple(_like(None, v) for v in value)
-  if isinstance(template, float) and isinstance(value, int):
-    return float(value)
-  return value
-
-
-# Keys older checkpoints store that mm_jax removed or reshaped on purpose
-# (an init choice, replaced by model.conv_block_zero_init; tiny train sizes,
-# now per task in data.tiny.num_train): dropped silently.
-RETIRED_KEYS = ('config.model.conv_block_norm_scale_init',
-                'config.data.tiny.num_speech_train')
-
-
-def _merge(target: ml_collections.ConfigDict, values: dict, where: str):
-  for key, value in values.items():
-    if f'{where}.{key}' in RETIRED_KEYS or (
-        key in target and isinstance(target[key], ml_collections.ConfigDict)
-        and not isinstance(value, dict)):
-      continue
-    if isinstance(value, dict):
-      if key not in target:
-        target[key] = ml_collections.ConfigDict()
-      _merge(target[key], value, f'{where}.{key}')
-    elif key in target:
-      try:
-        target[key] = _like(target[key], value)
-      except TypeError:          # a key whose type changed (train.remat)
-        logging.info('Checkpoint config %s.%s = %r does not fit the current '
-                     'type; using the default %r.', where, key, value,
-                     target[key])
-    else:
-      logging.warning('Checkpoint config key %s.%s is not in configs/base.py '
-                      '(a newer or older mm_jax?); keeping it.', where, key)
-      target[key] = _like(None, value)
-
-
-def config_from_meta(config_json: dict) -> ml_collections.ConfigDict:
-  """A locked ConfigDict from the JSON of ``checkpoint.make_meta``.
-
-  Starts from ``configs/base.py`` at the checkpoint's model size and sets
-  every stored value (JSON lists become tuples, as in the schema).
-  """
-  if not isinstance(config_json, dict) or 'model' not in config_json:
-    raise ValueError('The checkpoint meta holds no config; pass config= '
-                     '(the run\'s get_config()) to mm_jax.load.')
-  config = base.get_config(config_json['model'].get('size', 'tiny'))
-  missing = {k: v for k, v in body.LEGACY_LAYOUT.items()
-             if k not in config_json['model']}
-  if missing:
-    logging.info('The checkpoint predates the body layout switches (issue '
-                 '13): reading it with the layout it was trained with, %s.',
-                 missing)
-  with config.unlocked():
-    _merge(config, config_json, 'config')
-    config.model.update(missing)
-  return config.lock()
 
 
 def load_vocabulary(meta: dict, path: Optional[str] = None
@@ -158,6 +60,19 @@ def load_vocabulary(meta: dict, path: Optional[str] = None
         'token ids would not match. Restore the original file (it was '
         'replaced or rebuilt) or pass vocab_path= pointing at it.')
   return vocab
+
+
+def stored_class_names(meta: dict, config) -> Optional[list]:
+  """The label of each class id that ``meta`` stores, or None (the predictor
+  then labels them ``class_<i>``); one warning when the checkpoint predates
+  stored class names."""
+  if 'class_names' not in meta:
+    logging.warning('The checkpoint predates stored class names: classes are '
+                    "labelled 'class_<i>' (assign Predictor.class_names to "
+                    'name them).')
+    return None
+  names = meta['class_names']
+  return names if names and len(names) == config.model.num_classes else None
 
 
 def abstract_params(model, mesh: jax.sharding.Mesh):
@@ -243,4 +158,5 @@ def _load_step(workdir: str, step: int, *, config, vocab_path, devices,
   logging.info('Loaded %s (step %d, vocabulary %s).', where, step, vocab.path)
   return predictor_lib.Predictor(
       model, params, config, vocab, mesh=mesh, step=step,
+      class_names=stored_class_names(meta, config),
       max_batch_size=max_batch_size)

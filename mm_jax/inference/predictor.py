@@ -30,13 +30,12 @@ import jax
 import ml_collections
 import numpy as np
 
-from configs import base
+from mm_jax import config_defaults
 from mm_jax import decode
 from mm_jax import sharding
 from mm_jax.data import preprocess
 from mm_jax.data import registry
 from mm_jax.data import trees
-from mm_jax.data.tiny import vision
 from mm_jax.inference import inputs as inputs_lib
 
 TRANSLATE_PREFIX = 'translate_'
@@ -48,7 +47,7 @@ def default_mesh(devices: Optional[Sequence[Any]] = None
   devices = list(devices) if devices is not None else jax.devices()[:1]
   if not devices:
     raise ValueError('devices is empty; pass None for the default device.')
-  return sharding.make_mesh(base.mesh_config(), devices)
+  return sharding.make_mesh(config_defaults.mesh_config(), devices)
 
 
 def translation_pairs() -> list[tuple[str, str]]:
@@ -63,11 +62,9 @@ def translation_pairs() -> list[tuple[str, str]]:
   return pairs
 
 
-def _default_class_names(config) -> tuple[str, ...]:
-  n = int(config.model.num_classes)
-  if config.data.suite == 'tiny' and n == len(vision.CLASS_NAMES):
-    return vision.CLASS_NAMES
-  return tuple(f'class_{i}' for i in range(n))
+def numbered_classes(config) -> tuple[str, ...]:
+  """``('class_0', ...)``, one per class of ``config.model``."""
+  return tuple(f'class_{i}' for i in range(int(config.model.num_classes)))
 
 
 def _positive(name: str, value) -> int:
@@ -87,8 +84,9 @@ class Predictor:
     config: the run's ConfigDict.
     vocab: the run's ``Vocabulary``.
     step: the checkpoint step (None when built from in-memory params).
-    class_names: label of each class id (tiny suite: ``'red star'``, ...;
-      otherwise ``'class_<i>'``); assign your own list to rename.
+    class_names: label of each class id (``mm_jax.load``: those the
+      checkpoint stores, e.g. ``'red star'`` on the tiny suite; otherwise
+      ``'class_<i>'``); assign your own list to rename.
     max_batch_size: inputs per device call (rounded up to a power of two
       that the device count divides).
   """
@@ -100,10 +98,10 @@ class Predictor:
                max_batch_size: Optional[int] = None):
     self.model, self.config, self.vocab, self.step = model, config, vocab, step
     self.mesh = mesh if mesh is not None else default_mesh()
-    self._rules = sharding.rules(base.mesh_config())
+    self._rules = sharding.rules(config_defaults.mesh_config())
     self._shards = sharding.batch_shards(self.mesh, self._rules)
     self.params = jax.device_put(params, sharding.replicated(self.mesh))
-    self.class_names = tuple(class_names or _default_class_names(config))
+    self.class_names = tuple(class_names or numbered_classes(config))
     self.max_batch_size = inputs_lib.batch_bucket(
         _positive('max_batch_size', config.eval.batch_size
                   if max_batch_size is None else max_batch_size),

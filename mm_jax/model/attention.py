@@ -1,6 +1,6 @@
 """Timing signal, multi-head dot-product attention and the attention block.
 
-The attention block (SPEC §3.2): add a sinusoidal timing signal to the query
+The attention block: add a sinusoidal timing signal to the query
 stream, run two causal ConvSteps (5x1, dilation 1 then 4), attend over a source
 and return ``LN(x + attention)``.
 """
@@ -81,9 +81,9 @@ class MultiHeadAttention(nn.Module):
   def __call__(self, x: jax.Array, source: jax.Array,
                source_mask: Optional[jax.Array] = None,
                causal: bool = False) -> jax.Array:
-    """x: [B, T, D] queries; source: [B, S, D]; source_mask: [B, S] -> [B, T, D]."""
+    """x: [B, T, D] queries; source: [B, L, D]; source_mask: [B, L] -> [B, T, D]."""
     B, T, D = x.shape
-    S = source.shape[1]
+    L = source.shape[1]
     N = self.num_heads
     if D % N:
       raise ValueError(f'Width {D} is not divisible by {N} heads.')
@@ -94,13 +94,13 @@ class MultiHeadAttention(nn.Module):
       qkv_axes = (axes.EMBED, axes.HEADS, axes.KV)
       q = jnp.einsum('BTD,DNH->BTNH', x,
                      self._proj('query', (D, N, H), qkv_axes, (0,)))
-      k = jnp.einsum('BSD,DNH->BSNH', source,
+      k = jnp.einsum('BLD,DNH->BLNH', source,
                      self._proj('key', (D, N, H), qkv_axes, (0,)))
-      v = jnp.einsum('BSD,DNH->BSNH', source,
+      v = jnp.einsum('BLD,DNH->BLNH', source,
                      self._proj('value', (D, N, H), qkv_axes, (0,)))
     else:
       q = x.reshape(B, T, N, H)                                     # [B, T, N, H]
-      k = source.reshape(B, S, N, H)                                # [B, S, N, H]
+      k = source.reshape(B, L, N, H)                                # [B, L, N, H]
       v = k
     if self.implementation not in ATTENTION_IMPLS:
       raise ValueError(f'Unknown model.attention_impl '
@@ -111,7 +111,7 @@ class MultiHeadAttention(nn.Module):
       # cuDNN's fused kernel takes padding as lengths (padding is trailing).
       lengths = source_mask.astype(jnp.int32).sum(-1)               # [B]
     elif source_mask is not None:
-      mask = source_mask[:, None, None, :].astype(bool)             # [B, 1, 1, S]
+      mask = source_mask[:, None, None, :].astype(bool)             # [B, 1, 1, L]
     out = jax.nn.dot_product_attention(
         q, k, v, mask=mask, is_causal=causal,
         key_value_seq_lengths=lengths,
@@ -126,7 +126,7 @@ class MultiHeadAttention(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-  """``LN(x + Attention(CausalConvSteps(x + timing), source))`` (SPEC §3.2).
+  """``LN(x + Attention(CausalConvSteps(x + timing), source))``.
 
   Returns the normalised sum; the decoder adds it to its stream (T2T
   ``multi_conv_res``: ``x += attention(x, source)``), the mixer uses it as is.
@@ -146,7 +146,7 @@ class AttentionBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, source: jax.Array,
                source_mask: Optional[jax.Array] = None) -> jax.Array:
-    """x: [B, T, D]; source: [B, S, D]; source_mask: [B, S] -> [B, T, D]."""
+    """x: [B, T, D]; source: [B, L, D]; source_mask: [B, L] -> [B, T, D]."""
     d = x.shape[-1]
     h = add_timing_signal(x, self.max_timescale, self.num_timescales)
     separabilities = conv.t2t_separabilities(self.separability,

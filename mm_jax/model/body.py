@@ -1,4 +1,5 @@
-"""The shared body: encoder, I/O mixer and decoder (SPEC §3.3).
+"""The shared body: encoder, I/O mixer and decoder (switches: README,
+"Faithfulness to the paper").
 
 As T2T's paper-time ``multimodel.py`` + ``slicenet.multi_conv_res``:
 

@@ -22,7 +22,7 @@ class SepConv(nn.Module):
   """Depthwise-separable convolution.
 
   Attributes:
-    features: output channels F.
+    features: output channels O.
     kernel: kernel size per spatial axis, e.g. ``(3,)`` or ``(3, 3)``.
     dilation: dilation per spatial axis.
     strides: stride per spatial axis.
@@ -35,12 +35,13 @@ class SepConv(nn.Module):
       ``'banded'`` (1-D kernels only; 2-D ones then shift). All give the same
       numbers up to rounding.
     separability: T2T's ``subseparable_conv`` (``separability``). ``0``:
-      depthwise then one pointwise ``[I, F]``. ``-g``: the channels split into
-      ``g`` groups, each its own separable convolution to ``F / g`` (one
-      depthwise over all channels, then a block-diagonal pointwise ``[G, I/g,
-      F/g]``). ``+g``: ``g`` groups of full (not separable) convolutions
-      ``I/g -> F/g``, then, for ``g > 1``, a pointwise ``[F, F]`` that mixes
-      them (T2T's I/O mixer uses 4). ``I`` and ``F`` must divide by ``g``.
+      depthwise then one pointwise ``[I, O]``. ``-g``: the channels split into
+      ``g`` groups, each its own separable convolution to ``O / g`` (one
+      depthwise over all channels, then a block-diagonal pointwise ``[P, I/g,
+      O/g]``, ``P = g``). ``+g``: ``g`` groups of full (not separable)
+      convolutions ``I/g -> O/g``, then, for ``g > 1``, a pointwise ``[O, O]``
+      that mixes them (T2T's I/O mixer uses 4). ``I`` and ``O`` must divide
+      by ``g``.
   """
   features: int
   kernel: Sequence[int]
@@ -57,7 +58,7 @@ class SepConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """x: [B, *spatial, I] -> [B, *spatial', F]."""
+    """x: [B, *spatial, I] -> [B, *spatial', O]."""
     nd = x.ndim - 2
     kernel = tuple(self.kernel)
     dilation = tuple(self.dilation or (1,) * nd)
@@ -97,7 +98,7 @@ class SepConv(nn.Module):
     return y
 
   def _separable(self, x, kernel, dilation, strides, pads, groups):
-    """Depthwise, then a pointwise [I, F] or block-diagonal [G, I/g, F/g]."""
+    """Depthwise, then a pointwise [I, O] or block-diagonal [P, I/g, O/g]."""
     nd = x.ndim - 2
     in_features = x.shape[-1]
     depthwise = self.param(
@@ -117,7 +118,7 @@ class SepConv(nn.Module):
                                        _pointwise_names(self.logical_in,
                                                         self.logical_out)),
           (in_features, self.features), self.param_dtype)
-      return jnp.einsum('...I,IF->...F', x, pointwise.astype(self.dtype))
+      return jnp.einsum('...I,IO->...O', x, pointwise.astype(self.dtype))
     names = _pointwise_names(self.logical_in, self.logical_out)
     pointwise = self.param(
         'pointwise',
@@ -126,12 +127,12 @@ class SepConv(nn.Module):
             (None,) + names),
         (groups, in_features // groups, self.features // groups),
         self.param_dtype)
-    x = x.reshape(x.shape[:-1] + (groups, in_features // groups))  # [..., G, I/g]
-    y = jnp.einsum('...GI,GIF->...GF', x, pointwise.astype(self.dtype))
-    return y.reshape(y.shape[:-2] + (self.features,))            # [..., F]
+    x = x.reshape(x.shape[:-1] + (groups, in_features // groups))  # [..., P, I/g]
+    y = jnp.einsum('...PI,PIO->...PO', x, pointwise.astype(self.dtype))
+    return y.reshape(y.shape[:-2] + (self.features,))            # [..., O]
 
   def _grouped_full(self, x, kernel, dilation, strides, pads, groups):
-    """``groups`` full convolutions I/g -> F/g, then a pointwise [F, F]."""
+    """``groups`` full convolutions I/g -> O/g, then a pointwise [O, O]."""
     nd = x.ndim - 2
     in_features = x.shape[-1]
     full = self.param(
@@ -153,21 +154,23 @@ class SepConv(nn.Module):
         nn.with_logical_partitioning(nn.initializers.lecun_normal(),
                                      (self.logical_out, None)),
         (self.features, self.features), self.param_dtype)
-    return jnp.einsum('...I,IF->...F', y, mix.astype(self.dtype))
+    return jnp.einsum('...I,IO->...O', y, mix.astype(self.dtype))
 
 
 DEPTHWISE_IMPLS = ('auto', 'xla', 'shift', 'banded')
 # 'auto' on CPU: banded matmuls for 1-D kernels of at least this many taps,
-# shift-and-add otherwise (measured in BUILD_NOTES "Depthwise convolutions").
+# shift-and-add otherwise (measured: docs/experiments.md, "Depthwise
+# convolutions: measured").
 _BANDED_MIN_TAPS = 8
 
 
 def auto_impl(nd: int, strides: Sequence[int], taps: Sequence[int]) -> str:
-  """What ``impl='auto'`` runs on this backend (measured, BUILD_NOTES
-  "Depthwise convolutions"): on CPU, ``'banded'`` for 1-D stride-1 kernels
-  of 8 or more taps, else ``'shift'``; on GPU ``'shift'`` (5x faster than
-  cuDNN's grouped convolution for the base translation step on an H200);
-  elsewhere (TPU, unmeasured) XLA's grouped convolution."""
+  """What ``impl='auto'`` runs on this backend (measured:
+  docs/experiments.md, "Depthwise convolutions: measured"): on CPU,
+  ``'banded'`` for 1-D stride-1 kernels of 8 or more taps, else ``'shift'``;
+  on GPU ``'shift'`` (5x faster than cuDNN's grouped convolution for the
+  base translation step on an H200); elsewhere (TPU, unmeasured) XLA's
+  grouped convolution."""
   backend = jax.default_backend()
   if backend == 'cpu':
     if nd == 1 and strides[0] == 1 and taps[0] >= _BANDED_MIN_TAPS:
@@ -181,11 +184,11 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
                    dilation: Sequence[int], impl: str = 'auto') -> jax.Array:
   """Depthwise convolution with explicit padding, channels last.
 
-  x: [B, *spatial, C]; kernel: [*taps, 1, C]; strides, dilation: per spatial
-  axis; pads: (low, high) per spatial axis. Returns [B, *spatial', C] with
+  x: [B, *spatial, I]; kernel: [*taps, 1, I]; strides, dilation: per spatial
+  axis; pads: (low, high) per spatial axis. Returns [B, *spatial', I] with
   ``spatial'[a] = (spatial[a] + low + high - (taps - 1) * dilation) //
   stride + 1``, the same as ``lax.conv_general_dilated`` with
-  ``feature_group_count=C``.
+  ``feature_group_count=I``.
 
   impl: ``'xla'`` (grouped convolution), ``'shift'`` (one multiply-add per
   tap over a shifted slice), ``'banded'`` (1-D, stride 1: chunked matmuls
@@ -223,22 +226,22 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
 
 def _banded(x: jax.Array, taps: jax.Array, dilation: int, out: int
             ) -> jax.Array:
-  """Stride-1 1-D depthwise conv of padded x [B, L, C] by taps [K, C] as
+  """Stride-1 1-D depthwise conv of padded x [B, L, I] by taps [K, I] as
   matmuls: chunks of ``n`` outputs read a window of the next ``2 n`` inputs
-  (``n >= (K - 1) * dilation``), through one banded [n, 2n, C] matrix."""
+  (``n >= (K - 1) * dilation``), through one banded [n, 2n, I] matrix."""
   span = (taps.shape[0] - 1) * dilation
   n = max(16, 1 << max(span - 1, 0).bit_length())        # power of two >= span
   chunks = -(-out // n)
   b, length, c = x.shape
   x = jnp.pad(x, [(0, 0), (0, (chunks + 1) * n - length), (0, 0)])
   x = x.reshape(b, chunks + 1, n, c)
-  windows = jnp.concatenate([x[:, :-1], x[:, 1:]], axis=2)    # [B, N, 2n, C]
+  windows = jnp.concatenate([x[:, :-1], x[:, 1:]], axis=2)  # [B, chunks, 2n, I]
   # band[i, j] = taps[t] where window position j = i + t * dilation.
   offset = np.arange(2 * n)[None, :] - np.arange(n)[:, None]
   tap, rest = np.divmod(offset, dilation)
   valid = (rest == 0) & (tap >= 0) & (tap < taps.shape[0])
   padded = jnp.concatenate([taps, jnp.zeros_like(taps[:1])])
-  band = padded[np.where(valid, tap, taps.shape[0])]          # [n, 2n, C]
+  band = padded[np.where(valid, tap, taps.shape[0])]          # [n, 2n, I]
   y = jnp.einsum('ijc,bnjc->bnic', band, windows)
   return y.reshape(b, chunks * n, c)[:, :out]
 
@@ -262,7 +265,7 @@ def _dimension_numbers(nd: int):
 
 
 class ConvStep(nn.Module):
-  """``ConvStep(x) = LN(SepConv(ReLU(x)))`` (SPEC §3.2).
+  """``ConvStep(x) = LN(SepConv(ReLU(x)))``.
 
   Padded positions (``mask == 0``) are zeroed before the convolution so that
   their content never reaches a real position.
@@ -284,7 +287,7 @@ class ConvStep(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None):
-    """x: [B, *spatial, I]; mask: [B, *spatial] or None -> [B, *spatial', F]."""
+    """x: [B, *spatial, I]; mask: [B, *spatial] or None -> [B, *spatial', O]."""
     if self.relu:
       x = nn.relu(x)
     if mask is not None:
@@ -345,7 +348,7 @@ def t2t_separabilities(separability: int, num_steps: int) -> Tuple[int, ...]:
 class ConvBlock(nn.Module):
   """One layer of ConvSteps over a sequence (T2T ``multi_conv_res``).
 
-  ``steps`` is a sequence of ``(kernel, dilation)`` pairs (SPEC: four).
+  ``steps`` is a sequence of ``(kernel, dilation)`` pairs (the paper: four).
   ``topology``:
 
   - ``'t2t'`` (the paper's code): two pairs of steps with two skips,
@@ -415,10 +418,10 @@ class ConvBlock(nn.Module):
 
 
 class ConvRes(nn.Module):
-  """Xception-style residual downsampling block (SPEC §3.1).
+  """Xception-style residual downsampling block.
 
-  ``ConvRes(x, F) = MaxPool_{3, s}(ConvStep_F(ConvStep_F(x))) +
-  ConvStep_{1x1, s, F}(x)``. ``strides`` is per spatial axis; the audio net
+  ``ConvRes(x, O) = MaxPool_{3, s}(ConvStep_O(ConvStep_O(x))) +
+  ConvStep_{1x1, s, O}(x)``. ``strides`` is per spatial axis; the audio net
   strides time but not frequency, e.g. ``(2, 1)``. With a mask, padded
   positions are excluded from the max-pool and the strided mask is returned.
   """
@@ -433,7 +436,7 @@ class ConvRes(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None):
-    """x: [B, Y, X, I]; mask: [B, Y, X] or None -> ([B, Y', X', F], mask')."""
+    """x: [B, Y, X, I]; mask: [B, Y, X] or None -> ([B, Y', X', O], mask')."""
     common = dict(epsilon=self.epsilon, dtype=self.dtype,
                   param_dtype=self.param_dtype, logical_in=axes.CHANNELS,
                   logical_out=axes.CHANNELS, impl=self.impl)

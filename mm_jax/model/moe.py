@@ -1,8 +1,8 @@
 """Sparsely-gated mixture of experts (Shazeer et al. 2017) + dense ablation.
 
 ``MoE``: ``y = LN(x + sum_i G_i(x) E_i(x))`` with noisy top-k gating over
-``E`` bias-free ReLU experts ``D -> F -> D`` (SPEC §3.2). Router math is
-float32 whatever the compute dtype.
+``E`` bias-free ReLU experts ``D -> F -> D`` (decisions: docs/design.md,
+"Mixture of experts"). Router math is float32 whatever the compute dtype.
 
 Tokens are routed in groups: ``[B, L]`` tokens become ``G`` groups of ``S``
 tokens (whole sequences packed together, or long sequences cut into chunks;
@@ -360,14 +360,14 @@ def _ragged_dispatch(xc, r, valid, wi, wo):
   """
   g, s, d = xc.shape
   n_exp, k = wi.shape[0], r['top_idx'].shape[-1]
-  expert = r['top_idx'].reshape(g * s * k)                    # [M]
+  expert = r['top_idx'].reshape(g * s * k)                    # [G*S*k]
   gates = (r['top_gates'] * valid[..., None]).reshape(g * s * k)
-  order = jnp.argsort(expert, stable=True)                    # [M]
+  order = jnp.argsort(expert, stable=True)                    # [G*S*k]
   token = (jnp.arange(g * s * k, dtype=jnp.int32) // k)[order]
   sizes = jnp.bincount(expert, length=n_exp).astype(jnp.int32)  # [E]
-  rows = xc.reshape(g * s, d)[token]                          # [M, D]
-  h = nn.relu(jax.lax.ragged_dot(rows, wi, sizes))            # [M, F]
-  out = jax.lax.ragged_dot(h, wo, sizes)                      # [M, D]
+  rows = xc.reshape(g * s, d)[token]                          # [G*S*k, D]
+  h = nn.relu(jax.lax.ragged_dot(rows, wi, sizes))            # [G*S*k, F]
+  out = jax.lax.ragged_dot(h, wo, sizes)                      # [G*S*k, D]
   out = out * gates[order][:, None].astype(out.dtype)
   y = jnp.zeros((g * s, d), out.dtype).at[token].add(out)     # [G*S, D]
   return y.reshape(g, s, d)

@@ -1,4 +1,4 @@
-"""MultiModel: modality nets around one shared body (SPEC §3).
+"""MultiModel: modality nets around one shared body.
 
 A batch of one task flows
 
@@ -11,7 +11,7 @@ encoder output is reshaped to its image grid and goes through the Xception
 exit flow.
 
 Modalities are static strings, so each modality pair (and each shape bucket)
-compiles once. See BUILD_NOTES.md for the batch contract.
+compiles once. The batch contract: docs/design.md, "The batch contract".
 """
 
 from typing import Any, Dict, Optional, Tuple
@@ -47,8 +47,9 @@ def check_modalities(input_modality: str, output_modality: str) -> None:
 
 
 class MultiModel(nn.Module):
-  """The MultiModel. ``cfg`` is ``config.model`` frozen (see configs/base.py);
-  ``remat`` is ``config.train.remat`` (``body.REMAT_POLICIES``)."""
+  """The MultiModel. ``cfg`` is ``config.model`` frozen (the schema:
+  mm_jax/config_defaults.py); ``remat`` is ``config.train.remat``
+  (``body.REMAT_POLICIES``)."""
   cfg: ml_collections.FrozenConfigDict
   remat: str = 'none'
 
@@ -69,9 +70,9 @@ class MultiModel(nn.Module):
     """Modality net + encoder.
 
     Args:
-      inputs: [B, L] token ids | [B, Y, X, 3] pixels | [B, frames, M, C] audio.
+      inputs: [B, L] token ids | [B, Y, X, 3] pixels | [B, A, M, I] audio.
       input_modality: 'text' | 'image' | 'audio'.
-      inputs_mask: [B, frames] for audio; text derives it from padding.
+      inputs_mask: [B, A] for audio; text derives it from padding.
       train: dropout and MoE noise on.
 
     Returns:

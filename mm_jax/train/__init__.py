@@ -1,4 +1,4 @@
-"""Training and its parts (SPEC §4).
+"""Training and its parts.
 
   optim.py       learning-rate schedules and the optax chain.
   losses.py      label-smoothed cross-entropy and metric counts (float32).

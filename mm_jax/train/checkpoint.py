@@ -10,8 +10,8 @@ Layout: ``<workdir>/checkpoints/<step>/{state,data,meta}``.
   every process's data-iterator state, gathered to all processes with
   ``multihost_utils.process_allgather`` (a JSON string as a uint8 array) when
   the save starts, so it is finalised atomically with the rest.
-- ``meta``: JSON with the vocabulary path and sha256, the config, the mm_jax
-  version, the step and the wall time (see ``make_meta``).
+- ``meta``: JSON with the vocabulary path and sha256, the config, the class
+  names, the mm_jax version, the step and the wall time (see ``make_meta``).
 
 Resume order (``restore_or_init``): a finalised checkpoint in the work
 directory (full restore) > ``init_from`` (parameters only: optimiser, step and
@@ -27,8 +27,6 @@ missing data file, garbled JSON) raises ``DamagedCheckpointError``.
 the next newest checkpoint that restores completely.
 """
 
-import asyncio
-import contextlib
 import importlib.metadata
 import json
 import logging
@@ -37,17 +35,21 @@ import signal
 import threading
 import time
 from typing import Any, Callable, NamedTuple, Optional
-import warnings
 
 import jax
 from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mm_jax import run_files
 from mm_jax.model import body
+# Reading a checkpoint back and its damage: run_files (eval reads with it).
+from mm_jax.run_files import DamagedCheckpointError
+from mm_jax.run_files import error_summary
+from mm_jax.run_files import finalized_steps
+from mm_jax.run_files import reading
 
 _ITEMS = ('state', 'data', 'meta')
-_COMMIT_FILE = 'commit_success.txt'   # orbax writes it just before the rename
 
 
 def mm_jax_version() -> str:
@@ -58,16 +60,19 @@ def mm_jax_version() -> str:
     return 'unknown (mm_jax not installed; run pip install -e .)'
 
 
-def make_meta(config, vocab) -> dict:
+def make_meta(config, vocab, class_names=None) -> dict:
   """Run metadata stored with every checkpoint (save adds step, wall time).
 
   Args:
     config: the run's ConfigDict.
     vocab: the run's ``Vocabulary`` (``.path``, ``.sha256``), or None.
+    class_names: the label of each class id (``registry.class_names``), or
+      None when the data names none; inference labels classes with them.
   """
   return {'vocab_path': vocab.path if vocab is not None else None,
           'vocab_sha256': vocab.sha256 if vocab is not None else None,
           'config': json.loads(config.to_json_best_effort()),
+          'class_names': list(class_names) if class_names else None,
           'mm_jax_version': mm_jax_version()}
 
 
@@ -109,107 +114,6 @@ def check_layout(meta: dict, model_config, where: str) -> None:
         '(a checkpoint from before issue 13 has the old one):\n  ' +
         '\n  '.join(problems) + f'\nResume it with {flags}, or train in a '
         'new work directory.')
-
-
-class DamagedCheckpointError(ValueError):
-  """A finalised checkpoint whose files do not read back (truncated or
-  missing data file, garbled JSON). ``.step``, ``.where``, ``.error``."""
-
-  def __init__(self, where: str, error: BaseException):
-    self.where, self.error = where, error
-    name = os.path.basename(where)
-    self.step = int(name) if name.isdigit() else None
-    super().__init__(f'Checkpoint {where} is damaged: {error_summary(error)}')
-
-
-def error_summary(error: BaseException, limit: int = 300) -> str:
-  """``Type: first line`` of ``error``, without tensorstore's spec dump."""
-  text = (str(error).strip().splitlines() or [''])[0]
-  text = text.split(' [tensorstore_spec=')[0]
-  if len(text) > limit:
-    text = text[:limit - 3] + '...'
-  return f'{type(error).__name__}: {text}'
-
-
-# Status codes of tensorstore errors that mean the files are bad; others
-# (RESOURCE_EXHAUSTED, UNAVAILABLE, ...) may be transient and are re-raised.
-_DAMAGE_CODES = ('OUT_OF_RANGE', 'NOT_FOUND', 'DATA_LOSS',
-                 'FAILED_PRECONDITION', 'INVALID_ARGUMENT')
-
-
-def _damage(error: BaseException) -> Optional[BaseException]:
-  """The error in ``error``'s cause chain that says the files are bad (orbax
-  wraps tensorstore's in a plain Exception), or None."""
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    if isinstance(error, (json.JSONDecodeError, UnicodeDecodeError,
-                          FileNotFoundError, EOFError)) or (
-                              isinstance(error, ValueError) and
-                              str(error).startswith(_DAMAGE_CODES)):
-      return error
-    error = error.__cause__ or error.__context__
-  return None
-
-
-class _DrainingEventLoop(asyncio.SelectorEventLoop):
-  """An event loop whose ``close()`` first lets its pending tasks end.
-
-  Orbax runs each read in a fresh loop (``asyncio_utils.run_sync``) and
-  closes it as soon as the first read fails, while tensorstore's other reads
-  are in flight; each of those then calls ``call_soon_threadsafe`` on the
-  closed loop from a tensorstore thread, which prints a "RuntimeError: Event
-  loop is closed" traceback (~70 for one truncated file). They finish (or
-  fail) quickly once waited for.
-  """
-
-  def close(self):
-    if not self.is_closed() and not self.is_running():
-      pending = [t for t in asyncio.all_tasks(self) if not t.done()]
-      if pending:
-        done, _ = self.run_until_complete(asyncio.wait(pending, timeout=60))
-        for task in done:
-          if not task.cancelled():
-            task.exception()           # retrieved: no "never retrieved" log
-    super().close()
-
-
-class _DrainingPolicy(asyncio.DefaultEventLoopPolicy):
-
-  def new_event_loop(self):
-    return _DrainingEventLoop()
-
-
-@contextlib.contextmanager
-def _draining_event_loops():
-  """New asyncio loops drain their tasks before closing (for orbax reads)."""
-  with warnings.catch_warnings():      # the policy API is deprecated in 3.14
-    warnings.simplefilter('ignore', DeprecationWarning)
-    previous = asyncio.get_event_loop_policy()
-    asyncio.set_event_loop_policy(_DrainingPolicy())
-  try:
-    yield
-  finally:
-    with warnings.catch_warnings():
-      warnings.simplefilter('ignore', DeprecationWarning)
-      asyncio.set_event_loop_policy(previous)
-
-
-@contextlib.contextmanager
-def reading(where: str):
-  """Wraps orbax reads of checkpoint directory ``where``: damaged files
-  raise ``DamagedCheckpointError`` (other errors pass through), and no
-  asyncio noise is left behind."""
-  with _draining_event_loops():
-    try:
-      yield
-    except DamagedCheckpointError:
-      raise
-    except Exception as e:  # pylint: disable=broad-exception-caught
-      cause = _damage(e)
-      if cause is None:
-        raise
-      raise DamagedCheckpointError(where, cause) from e
 
 
 def set_aside(directory: str, step: int, error: BaseException
@@ -266,12 +170,6 @@ def _restore_args(abstract, partial: bool) -> ocp.args.PyTreeRestore:
   return ocp.args.PyTreeRestore(
       abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(
           abstract), partial_restore=partial)
-
-
-def finalized_steps(directory: str, steps) -> list[int]:
-  """The ``steps`` whose directory holds orbax's commit marker."""
-  return sorted(s for s in steps if os.path.exists(
-      os.path.join(directory, str(s), _COMMIT_FILE)))
 
 
 def _state_tree(item_metadata, where: str):
@@ -342,7 +240,8 @@ class Checkpointer:
                async_save: bool = True):
     if keep < 1 or every < 1:
       raise ValueError(f'keep ({keep}) and every ({every}) must be >= 1.')
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self.directory = os.path.join(os.path.abspath(workdir),
+                                  run_files.CHECKPOINTS)
     self.every = every
     self._last_saved = None
     self._manager = ocp.CheckpointManager(
@@ -541,9 +440,9 @@ def _resolve(path: str) -> tuple[str, int]:
   path = os.path.abspath(path)
   if not os.path.isdir(path):
     raise FileNotFoundError(f'init_from={path!r} is not a directory.')
-  if os.path.isdir(os.path.join(path, 'checkpoints')):
-    path = os.path.join(path, 'checkpoints')
-  if os.path.exists(os.path.join(path, _COMMIT_FILE)):
+  if os.path.isdir(os.path.join(path, run_files.CHECKPOINTS)):
+    path = os.path.join(path, run_files.CHECKPOINTS)
+  if os.path.exists(os.path.join(path, run_files.COMMIT_FILE)):
     name = os.path.basename(path)
     if name.isdigit():
       return os.path.dirname(path), int(name)

@@ -39,14 +39,14 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-import mm_jax
 from mm_jax import compile_cache
 from mm_jax import sharding
 from mm_jax import validate
 from mm_jax.data import pipeline
 from mm_jax.data import prepare
 from mm_jax.data import registry
-from mm_jax.eval import evaluate
+from mm_jax.eval import evaluator as evaluator_lib
+from mm_jax.model import factory
 from mm_jax.train import checkpoint as checkpoint_lib
 from mm_jax.train import optim
 from mm_jax.train import reporting
@@ -143,84 +143,6 @@ def _data_scalars(counters: Mapping[str, Mapping[str, int]]) -> Dict[str, int]:
           for name, value in sorted(values.items())}
 
 
-def _local_rows(x: jax.Array, batch_sharding) -> np.ndarray:
-  """A global [B, ...] result -> this process's rows (the rows it fed)."""
-  x = jax.device_put(x, batch_sharding)
-  parts = {}
-  for shard in x.addressable_shards:
-    parts.setdefault(shard.index[0].start or 0, np.asarray(shard.data))
-  return np.concatenate([parts[k] for k in sorted(parts)])
-
-
-def _decode_fn(model, task, eval_cfg, compiler):
-  """``(params, local batch) -> local (predictions, scores)`` on the mesh.
-
-  The local batch becomes global arrays (multi-host), decoding runs with
-  the logical rules active, and this process's rows come back as numpy.
-  """
-  inner = evaluate.default_decode_fn(model, task, eval_cfg)
-
-  def decode_local(params, batch):
-    dev = compiler.device_batch(batch)
-    with sharding.activate(compiler.mesh, compiler.rules):
-      preds, scores = inner(params, dev)
-    return tuple(_local_rows(x, sharding.batch_sharding(
-        compiler.mesh, compiler.rules, x.ndim)) for x in (preds, scores))
-  return decode_local
-
-
-class Evaluator:
-  """Evaluation passes of the enabled tasks over ``config.eval.splits``."""
-
-  def __init__(self, config, model, vocab, compiler, tasks):
-    self.config, self.model, self.vocab = config, model, vocab
-    self.compiler = compiler
-    self.tasks = [registry.get(t) for t in tasks]
-    index, count = jax.process_index(), jax.process_count()
-    batch = pipeline.local_batch_size(int(config.eval.batch_size), count)
-    self.iterators = {
-        split: {t.name: pipeline.make_eval_iterator(
-            config.data, vocab, t, split, process_index=index,
-            process_count=count, batch_size=batch) for t in self.tasks}
-        for split in config.eval.splits}
-    self.decode_fns = {t.name: _decode_fn(model, t, config.eval, compiler)
-                       for t in self.tasks}
-
-  def __call__(self, step: int, params, reporter, workdir: str
-               ) -> Dict[str, float]:
-    """Evaluates all tasks; writes metrics, samples and skip counts."""
-    out = {}
-    for split, iterators in self.iterators.items():
-      values, samples = evaluate.evaluate_all(
-          self.model, params, iterators, self.vocab, self.config.eval,
-          lambda name: (lambda p, b: self.compiler.eval(p, name, b)),
-          decode_fns=self.decode_fns)
-      for name, it in iterators.items():
-        for reason, count in it.counters().items():
-          if reason.startswith('skipped') and count:
-            values[f'{name}/{reason}'] = float(count)
-      out.update({f'{split}/{k}': v for k, v in values.items()})
-      if reporter.is_primary:
-        for name, task_samples in samples.items():
-          evaluate.write_samples(workdir, step, f'{split}/{name}',
-                                 task_samples)
-      reporter.write_texts(step, {
-          f'samples/{split}/{name}': _samples_text(s)
-          for name, s in samples.items() if s})
-    reporter.write_scalars(step, out)
-    return out
-
-
-def _samples_text(samples) -> str:
-  """Markdown lines for TensorBoard's text tab."""
-  lines = []
-  for s in samples:
-    ref = s.get('references', s.get('reference'))
-    lines.append(f"* input: {s['input']}  \n  reference: {ref}  \n"
-                 f"  hypothesis: {s['hypothesis']}")
-  return '\n'.join(lines)
-
-
 def _enabled_tasks(config) -> list:
   return sorted(t for t, w in config.data.mixture.items() if w > 0)
 
@@ -276,7 +198,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     flag = stack.enter_context(checkpoint_lib.install_signal_handlers())
     _lock_workdir(workdir, stack)        # released when the stack closes
     vocab = prepare_vocab(config)
-    model = mm_jax.create_model(config)
+    model = factory.create_model(config)
     mesh = sharding.make_mesh(config.mesh)
     logging.info('Mesh %s, rules %s.', dict(mesh.shape),
                  sharding.rules(config.mesh))
@@ -299,7 +221,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       reporter.truncate_after(start)
     reporter.parameter_overview(restored.state.params)
     logging.info('%d parameters.',
-                 mm_jax.param_count({'params': restored.state.params}))
+                 factory.param_count({'params': restored.state.params}))
     it = stack.enter_context(pipeline.make_train_iterator(
         config.data, vocab, process_index=jax.process_index(),
         process_count=jax.process_count()))
@@ -308,10 +230,12 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
       it.set_state(saved['iterator'])
     compiler = step_lib.StepCompiler(model, config, mesh, shardings, tx,
                                      schedule)
-    evaluator = (Evaluator(config, model, vocab, compiler,
-                           _enabled_tasks(config))
+    tasks = _enabled_tasks(config)
+    evaluator = (evaluator_lib.Evaluator(config, model, vocab, compiler,
+                                         tasks)
                  if config.eval.splits else None)
-    meta = checkpoint_lib.make_meta(config, vocab)
+    meta = checkpoint_lib.make_meta(
+        config, vocab, registry.class_names(tasks, config.data.suite))
     return _run(config, workdir, restored.state, start, it, compiler,
                 evaluator, checkpointer, reporter, flag, meta,
                 saved.get('unfed'))

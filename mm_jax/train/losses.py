@@ -8,7 +8,7 @@ Label smoothing follows T2T: the target keeps ``1 - eps`` and ``eps`` is
 spread evenly over the other ``V - 1`` entries; the entropy of that soft
 target is subtracted, so the smoothed loss is ``KL(soft || p)``: 0 for a
 perfect fit and equal to the NLL when ``eps = 0``. The un-smoothed NLL (the
-log-perplexity of SPEC §5) is always reported beside it.
+paper's log-perplexity) is always reported beside it.
 """
 
 from typing import Dict, Optional, Tuple

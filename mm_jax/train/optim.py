@@ -1,4 +1,4 @@
-"""Learning-rate schedules and the optimiser (SPEC §4).
+"""Learning-rate schedules and the optimiser.
 
   tx, schedule = optim.make_optimizer(config.train, config.model.d_model)
 

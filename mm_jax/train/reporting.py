@@ -24,10 +24,9 @@ from clu import parameter_overview as clu_overview
 import jax
 import numpy as np
 
+from mm_jax.run_files import LOAD_FILE
+from mm_jax.run_files import METRICS_FILE
 from mm_jax.train import events
-
-METRICS_FILE = 'metrics.jsonl'
-LOAD_FILE = 'expert_load.jsonl'
 
 
 def format_seconds(seconds: float) -> str:

@@ -1,4 +1,4 @@
-"""The built-in tiny task suite (SPEC §6): small, procedurally generated data.
+"""The built-in tiny task suite: small, procedurally generated data.
 
 Every generator is plain numpy, deterministic from ``(split, index, seed)``
 and keeps its splits disjoint, so the whole system trains, evaluates and is

@@ -1,10 +1,10 @@
-"""TFDS dataset builders of the built-in tiny suite (SPEC §6).
+"""TFDS dataset builders of the built-in tiny suite.
 
 Four datasets, generated locally (nothing is downloaded) and written as
 ArrayRecord, so ``tfds.data_source`` reads them exactly like real data:
 
-  tiny_images       {'image': uint8 [S, S, 3], 'label': int in [0, 48)}
-  tiny_captions     {'image': uint8 [S, S, 3], 'captions': [str]}
+  tiny_images       {'image': uint8 [Y, X, 3], 'label': int in [0, 48)}
+  tiny_captions     {'image': uint8 [Y, X, 3], 'captions': [str]}
   tiny_translation  {'en', 'de', 'fr': str, 'tree': str (PTB bracketed)}
   tiny_speech       {'audio': int16 [n] at 16 kHz, 'text': str}
 
@@ -112,7 +112,7 @@ def train_size(dataset: str, data_cfg) -> int:
 
 
 def _png(image: np.ndarray) -> Image.Image:
-  """uint8 [S, S, 3] as a PIL image: TFDS then PNG-encodes it with PIL, far
+  """uint8 [Y, X, 3] as a PIL image: TFDS then PNG-encodes it with PIL, far
   faster than its per-image TensorFlow graph for numpy arrays (lossless)."""
   return Image.fromarray(np.asarray(image, np.uint8))
 

@@ -1,4 +1,4 @@
-"""Tiny-suite speech: English sentences spoken by eSpeak NG (SPEC §6).
+"""Tiny-suite speech: English sentences spoken by eSpeak NG.
 
   wav = synthesize('the red cat sleeps', 'en-us+f2', rate_wpm=170, pitch=60)
   for ex in generate_speech(sentences, seed=0):   # varied voice/speed/pitch

@@ -1,4 +1,4 @@
-"""Tiny image classification and captioning data (SPEC §6), generated locally.
+"""Tiny image classification and captioning data, generated locally.
 
 Classification: one drawn object per image; the class is ``colour shape``
 (8 shapes x 6 colours = 48 classes, ``CLASS_NAMES``). Texture (solid, striped,

@@ -1,6 +1,7 @@
-"""Audio modality: a ConvRes stack over time x frequency (SPEC §3.1).
+"""Audio modality: a ConvRes stack over time x frequency.
 
-  x [B, frames, M, C]  (log-mel; a waveform [B, samples] is [B, samples, 1, 1])
+  x [B, A, M, I]  (log-mel, A frames; a waveform [B, samples] is
+                  [B, samples, 1, 1])
   -> per-utterance mean/variance normalisation over the real frames
   -> ConvRes_{2}, ConvRes_{4}, ..., ConvRes_{2^k}   strides (2, 1): time only
      (k = log2(cfg.audio_time_reduction); T2T's tiny channel counts)
@@ -11,10 +12,10 @@ Collapsing frequency *before* the D-wide block (flatten the ``[M, 2^k]``
 features of a frame and let the last ConvRes project them to D, as the
 Conv2d subsampling front ends of Conformer / DeepSpeech2 do) keeps the cost
 of that block per frame at O(M 2^k D + D^2) instead of O(M D^2); T2T kept all
-M bins at width D and fed frames' * M positions to the body. See
-notes/modalities.md.
+M bins at width D and fed frames' * M positions to the body (docs/design.md,
+"Modality nets").
 
-Padding: the mask ``[B, frames]`` is strided with the time strides; padded
+Padding: the mask ``[B, A]`` is strided with the time strides; padded
 frames influence no real output (normalisation statistics use real frames
 only, ConvRes masks its convolutions and pools) and are zero in the output.
 """
@@ -51,13 +52,13 @@ def normalize(x: jax.Array, mask: jax.Array, epsilon: float = 1e-6
               ) -> jax.Array:
   """Per-utterance mean/variance normalisation per (bin, channel).
 
-  x: [B, T, M, C]; mask: [B, T] bool -> [B, T, M, C] float32, statistics
+  x: [B, A, M, I]; mask: [B, A] bool -> [B, A, M, I] float32, statistics
   over the real frames only, padded frames set to 0.
   """
-  real = mask[:, :, None, None]                               # [B, T, 1, 1]
+  real = mask[:, :, None, None]                               # [B, A, 1, 1]
   x = jnp.where(real, x.astype(jnp.float32), 0.0)  # padding may hold anything
   count = jnp.maximum(real.sum(axis=1, keepdims=True), 1)     # [B, 1, 1, 1]
-  mean = x.sum(axis=1, keepdims=True) / count                 # [B, 1, M, C]
+  mean = x.sum(axis=1, keepdims=True) / count                 # [B, 1, M, I]
   centred = jnp.where(real, x - mean, 0.0)
   var = jnp.square(centred).sum(axis=1, keepdims=True) / count
   return centred * jax.lax.rsqrt(var + epsilon)
@@ -73,18 +74,18 @@ class AudioEntry(nn.Module):
     """Embeds audio.
 
     Args:
-      x: [B, frames, M, C] log-mel (``cfg.audio_input == 'spectrogram'``,
-        ``M = cfg.audio_mel_bins``, ``C = cfg.audio_channels``) or
+      x: [B, A, M, I] log-mel (``cfg.audio_input == 'spectrogram'``,
+        ``M = cfg.audio_mel_bins``, ``I = cfg.audio_channels``) or
         [B, samples] waveform (``'waveform'``).
-      mask: [B, frames] bool, False on padded frames; None = all real.
+      mask: [B, A] bool, False on padded frames; None = all real.
 
     Returns:
-      (seq [B, L', D], mask [B, L'] bool), ``L' = ceil(frames / r)`` with
+      (seq [B, L', D], mask [B, L'] bool), ``L' = ceil(A / r)`` with
       ``r = cfg.audio_time_reduction``; padded positions of seq are 0.
     """
     cfg = self.cfg
     k = num_time_blocks(cfg.audio_time_reduction)
-    x = self._check_input(x)                                    # [B, T, M, C]
+    x = self._check_input(x)                                    # [B, A, M, I]
     b, t, m, _ = x.shape
     if mask is None:
       mask = jnp.ones((b, t), bool)
@@ -101,7 +102,7 @@ class AudioEntry(nn.Module):
     kernel = (3, 3) if m > 1 else (3, 1)
 
     h = normalize(x, mask).astype(dtype)
-    grid_mask = jnp.broadcast_to(mask[:, :, None], (b, t, m))  # [B, T, M]
+    grid_mask = jnp.broadcast_to(mask[:, :, None], (b, t, m))  # [B, A, M]
     for i in range(k):
       # No ReLU before the first convolution: it would drop every negative
       # (below-average) input value.
@@ -109,7 +110,7 @@ class AudioEntry(nn.Module):
                                   first_relu=i > 0, name=f'res_{i}',
                                   **common)(h, grid_mask)
     b, t2, m, c = h.shape
-    h = h.reshape(b, t2, m * c)                                # [B, L', M*C]
+    h = h.reshape(b, t2, m * c)                                # [B, L', M*O]
     mask = grid_mask[:, :, 0]                                   # [B, L']
     h, _ = conv.ConvRes(cfg.d_model, (3,), strides=(1,), first_relu=k > 0,
                         name='res_final', **common)(h, mask)
@@ -118,13 +119,13 @@ class AudioEntry(nn.Module):
     return h, mask
 
   def _check_input(self, x: jax.Array) -> jax.Array:
-    """x: the raw audio input -> [B, T, M, C], after checking its shape."""
+    """x: the raw audio input -> [B, A, M, I], after checking its shape."""
     cfg = self.cfg
     if cfg.audio_input == 'waveform':
       if x.ndim != 2:
         raise ValueError('cfg.audio_input is "waveform": expected samples '
                          f'[B, samples]; got shape {x.shape}.')
-      return x[:, :, None, None]                                # [B, T, 1, 1]
+      return x[:, :, None, None]                                # [B, A, 1, 1]
     if cfg.audio_input != 'spectrogram':
       raise ValueError(f'Unknown cfg.audio_input {cfg.audio_input!r}; choose '
                        f'one of {AUDIO_INPUTS}.')

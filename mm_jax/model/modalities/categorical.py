@@ -1,4 +1,4 @@
-"""Categorical output: the Xception exit flow (SPEC §3.1).
+"""Categorical output: the Xception exit flow.
 
 The body output ``[B, L, D]`` of an image task is reshaped back to its grid
 ``[B, Y', X', D]`` and then (T2T ``conv_block_downsample`` + class top):

@@ -1,4 +1,4 @@
-"""Image modality: the Xception entry flow (SPEC §3.1).
+"""Image modality: the Xception entry flow.
 
   standardise -> ConvStep_{32, 3x3, s2} (no ReLU first) -> ConvStep_{64, 3x3}
   -> ConvRes_128 -> ConvRes_256 -> ConvRes_D        (each ConvRes strides 2)
@@ -7,11 +7,12 @@ An ``[Y, X]`` image becomes a ``[ceil(Y/16), ceil(X/16)]`` grid of
 D-vectors; 299x299 gives 19x19 = 361 body positions. Any size works.
 
 Two choices follow T2T's ``ImageModality`` and Xception rather than the
-literal SPEC wording (see notes/modalities.md):
+paper's literal wording (docs/design.md, "Modality nets"):
 - the two stem steps use full (not depthwise-separable) 3x3 convolutions: a
   separable 3x3 over the 3 colour channels can only learn 3 spatial filters;
   ``separable_stem=True`` gives the literal SepConv version;
-- the ConvRes widths are ``min(F, D)`` so the stem is never wider than D.
+- the ConvRes widths are ``min(O, D)`` (``O`` from ``image_entry_filters``:
+  128, 256) so the stem is never wider than D.
 """
 
 from typing import Tuple
@@ -29,9 +30,9 @@ from mm_jax.model import layers
 def standardize(images: jax.Array) -> jax.Array:
   """Per-image standardisation (as ``tf.image.per_image_standardization``).
 
-  images: [B, Y, X, C] any real dtype -> [B, Y, X, C] float32 with zero mean
+  images: [B, Y, X, I] any real dtype -> [B, Y, X, I] float32 with zero mean
   and unit variance over each image's pixels and channels (the std is floored
-  at 1/sqrt(Y*X*C) so constant images stay finite).
+  at 1/sqrt(Y*X*I) so constant images stay finite).
   """
   x = images.astype(jnp.float32)
   n = x[0].size
@@ -61,7 +62,7 @@ class FullConvStep(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    """x: [B, Y, X, I] -> [B, Y', X', F]."""
+    """x: [B, Y, X, I] -> [B, Y', X', O]."""
     if self.relu:
       x = nn.relu(x)
     x = nn.Conv(
@@ -95,7 +96,7 @@ class ImageEntry(nn.Module):
     """
     cfg = self.cfg
     if images.ndim != 4:
-      raise ValueError(f'ImageEntry expects images [B, Y, X, C]; got shape '
+      raise ValueError(f'ImageEntry expects images [B, Y, X, I]; got shape '
                        f'{images.shape}.')
     filters = tuple(cfg.image_entry_filters)
     if len(filters) < 2:

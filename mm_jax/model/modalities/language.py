@@ -1,4 +1,4 @@
-"""Language modality: embeddings in, softmax out (SPEC §3.1).
+"""Language modality: embeddings in, softmax out.
 
 One shared subword vocabulary serves every text. Three matrices of shape
 ``[V, D]`` are involved:

@@ -1,4 +1,4 @@
-"""Task token: a learned embedding per target space (SPEC §3.1).
+"""Task token: a learned embedding per target space.
 
 The decoder input is the target embedding shifted right by one position with
 the task embedding ("To-English", "To-Parse-Tree", ...) in the freed first
