@@ -202,6 +202,10 @@ def test_prepare_command(tmp_path, capsys):
   assert 'complete, kept' in out and 'pieces, kept' in out
   with pytest.raises(SystemExit, match='real'):
     prepare.main(['--suite=real', f'--config={config}:tiny'])
+  with pytest.raises(SystemExit, match='data_dri'):
+    prepare.main(['--data_dri=/tmp/x'])             # a typo is named
+  with pytest.raises(SystemExit, match='suite'):
+    prepare.main(['--suite=large'])
 
 
 def test_tiny_datasets_of_tasks():

@@ -73,6 +73,15 @@ def test_chance_levels_are_frequencies(data):
   assert 0 <= levels['parse_en']['sequence_accuracy'] <= 1
 
 
+def test_summary_command_line_names_its_usage(tmp_path):
+  with pytest.raises(SystemExit, match='usage: python -m mm_jax.eval.summary'):
+    summary.main([])
+  with pytest.raises(SystemExit, match='workdri'):
+    summary.main(['--workdri=/tmp/x'])
+  with pytest.raises(FileNotFoundError, match='metrics.jsonl'):
+    summary.main([f'--workdir={tmp_path}'])
+
+
 def test_summary_errors_name_the_problem(tmp_path):
   with pytest.raises(FileNotFoundError, match='training work directory'):
     summary.last_evaluation(str(tmp_path))

@@ -14,12 +14,14 @@ dataset is rebuilt. Prints the time of each step.
 code calls it on first use and gets the ``Vocabulary``.
 """
 
-import argparse
 import importlib.util
 import logging
 import os
+import sys
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
+
+from absl import flags
 
 from mm_jax.data import registry
 from mm_jax.data import vocab as vocab_lib
@@ -120,24 +122,39 @@ def load_config(spec: str):
   return module.get_config(arg or None)
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--suite', choices=('tiny', 'real'), default=None,
-                      help='tiny (default) or real; picks configs/base.py '
-                      'size tiny or base when --config is not given.')
-  parser.add_argument('--config', default=None,
-                      help='config file[:arg], e.g. configs/joint8.py:tiny')
-  parser.add_argument('--data_dir', default=None,
-                      help='overrides config.data.data_dir')
-  args = parser.parse_args(argv)
-  if args.config is None:
+def parse_flags(argv: Sequence[str]) -> flags.FlagValues:
+  """``--suite``, ``--config``, ``--data_dir`` of ``argv`` (no program name),
+  in a private ``FlagValues`` so that importing this module registers no
+  global flags; an unknown or bad flag is a SystemExit naming it."""
+  fv = flags.FlagValues()
+  flags.DEFINE_enum('suite', None, ['tiny', 'real'], 'tiny (default) or '
+                    'real; picks configs/base.py size tiny or base when '
+                    '--config is not given.', flag_values=fv)
+  flags.DEFINE_string('config', None, 'Config file[:arg], e.g. '
+                      'configs/joint8.py:tiny.', flag_values=fv)
+  flags.DEFINE_string('data_dir', None, 'Overrides config.data.data_dir.',
+                      flag_values=fv)
+  try:
+    rest = fv(['prepare'] + list(argv))
+  except flags.Error as e:
+    raise SystemExit(f'python -m mm_jax.data.prepare: {e}') from None
+  if len(rest) > 1:
+    raise SystemExit(f'python -m mm_jax.data.prepare: unexpected arguments '
+                     f'{rest[1:]}.')
+  return fv
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  args = parse_flags(sys.argv[1:] if argv is None else argv)
+  path = args.config
+  if path is None:
     repo = os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))))
     size = 'base' if args.suite == 'real' else 'tiny'
-    args.config = os.path.join(repo, 'configs', 'base.py') + ':' + size
-  config = load_config(args.config)
+    path = os.path.join(repo, 'configs', 'base.py') + ':' + size
+  config = load_config(path)
   if args.suite and config.data.suite != args.suite:
-    raise SystemExit(f'--suite={args.suite} but {args.config} uses suite '
+    raise SystemExit(f'--suite={args.suite} but {path} uses suite '
                      f'{config.data.suite!r}.')
   if args.data_dir is not None:
     config.data.data_dir = args.data_dir

@@ -11,7 +11,9 @@ table. The quickstart ends with it.
 import json
 import os
 import sys
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
+
+from absl import flags
 
 from mm_jax import run_files
 from mm_jax.data import prepare
@@ -67,13 +69,20 @@ def summarize(workdir: str, split: str = 'validation',
   return '\n'.join(lines)
 
 
-def main(argv) -> None:
-  workdirs = [a.split('=', 1)[1] for a in argv[1:]
-              if a.startswith('--workdir=')]
-  if len(workdirs) != 1:
-    sys.exit('usage: python -m mm_jax.eval.summary --workdir=DIR')
-  print(summarize(workdirs[0]))
+def main(argv: Optional[Sequence[str]] = None) -> None:
+  """``--workdir=DIR`` (``argv`` without the program name; default
+  ``sys.argv[1:]``), parsed in a private ``FlagValues``."""
+  fv = flags.FlagValues()
+  flags.DEFINE_string('workdir', None, 'The training work directory.',
+                      flag_values=fv)
+  try:
+    rest = fv(['summary'] + list(sys.argv[1:] if argv is None else argv))
+  except flags.Error as e:
+    raise SystemExit(f'python -m mm_jax.eval.summary: {e}') from None
+  if len(rest) > 1 or not fv.workdir:
+    raise SystemExit('usage: python -m mm_jax.eval.summary --workdir=DIR')
+  print(summarize(fv.workdir))
 
 
 if __name__ == '__main__':
-  main(sys.argv)
+  main()

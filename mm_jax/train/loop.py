@@ -49,6 +49,7 @@ from mm_jax.eval import evaluator as evaluator_lib
 from mm_jax.model import factory
 from mm_jax.train import checkpoint as checkpoint_lib
 from mm_jax.train import optim
+from mm_jax.train import preemption
 from mm_jax.train import reporting
 from mm_jax.train import state as state_lib
 from mm_jax.train import step as step_lib
@@ -195,7 +196,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   compile_cache.enable(config.compilation_cache_dir)
   with contextlib.ExitStack() as stack:
     # First, so that a preemption during set-up or compilation still saves.
-    flag = stack.enter_context(checkpoint_lib.install_signal_handlers())
+    flag = stack.enter_context(preemption.install_signal_handlers())
     _lock_workdir(workdir, stack)        # released when the stack closes
     vocab = prepare_vocab(config)
     model = factory.create_model(config)
