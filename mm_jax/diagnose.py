@@ -45,7 +45,6 @@ import optax
 import mm_jax
 from mm_jax import sharding
 from mm_jax.data import pipeline
-from mm_jax.data import registry
 from mm_jax.inference import loading
 from mm_jax.model import body
 from mm_jax.model import conv
@@ -100,40 +99,20 @@ def _rms(x: jax.Array, mask: Optional[jax.Array]) -> jax.Array:
 
 
 def _task_pass(params, batch, rngs, *, model, sig, label_smoothing):
-  """Gradient, MoE stats and encoder activations of one batch."""
-  def loss(p):
-    logits, mutated = model.apply(
-        {'params': p}, batch, input_modality=sig.input_modality,
-        output_modality=sig.output_modality, train=True, rngs=rngs,
-        mutable=['moe', 'intermediates'], capture_intermediates=_capture)
-    value, aux = _loss_value(logits, batch, mutated, sig, model,
-                             label_smoothing)
-    return value, (aux, mutated)
-  (value, (aux, mutated)), grads = jax.value_and_grad(loss, has_aux=True)(
-      params)
+  """The training loss's gradient, smoothed CE, MoE expert load and encoder
+  activation RMS of one batch."""
+  (_, aux), grads = jax.value_and_grad(step_lib.loss_fn, has_aux=True)(
+      params, batch, rngs, model=model, input_modality=sig.input_modality,
+      output_modality=sig.output_modality, loss_weight=sig.loss_weight,
+      label_smoothing=label_smoothing, capture_intermediates=_capture)
   captured = {'/'.join(path[:-1]): outs[0] for path, outs in
-              _flat(mutated['intermediates']).items() if path[0] == 'encoder'}
+              _flat(aux['intermediates']).items() if path[0] == 'encoder'}
   # Real positions: the encoder's output is zero at padding (re-masked).
   mask = jnp.any(captured['encoder'] != 0, axis=-1)
   rms = {name: _rms(out, mask) for name, out in captured.items()}
-  moe = step_lib.moe_stats(mutated['moe']) if 'moe' in mutated else {}
-  load = {k: v['expert_load'] for k, v in moe.items() if 'expert_load' in v}
-  return value, aux, grads, rms, load
-
-
-def _loss_value(logits, batch, mutated, sig, model, label_smoothing):
-  from mm_jax.train import losses  # pylint: disable=g-import-not-at-top
-  targets = batch['targets']
-  weights = losses.target_weights(targets, batch.get('example_mask'),
-                                  model.cfg.pad_id,
-                                  text=sig.output_modality == 'text')
-  loss_sum, _, tokens = losses.cross_entropy(logits, targets, weights,
-                                             label_smoothing)
-  moe = step_lib.moe_stats(mutated['moe']) if 'moe' in mutated else {}
-  aux_loss = sum((s['aux_loss'] for s in moe.values() if 'aux_loss' in s),
-                 jnp.zeros((), jnp.float32))
-  ce = loss_sum / jnp.maximum(tokens, 1.0)
-  return sig.loss_weight * ce + aux_loss, {'ce': ce}
+  load = {k: v['expert_load'] for k, v in aux['moe'].items()
+          if 'expert_load' in v}
+  return aux['ce'], grads, rms, load
 
 
 def _group_norms(grads) -> Dict[str, float]:
@@ -202,9 +181,8 @@ def diagnose(workdir: str, step: Optional[int] = None, *, batches: int = 2,
             for p, v in _flat(adam.nu).items()}
   enabled = sorted(t for t, w in config.data.mixture.items() if w > 0)
   tasks = list(tasks or enabled)
-  compiler = step_lib.StepCompiler(model, config, mesh,
-                                   state_lib.state_shardings(
-                                       config, model, mesh, tx)[1], tx)
+  shardings = jax.tree.map(lambda a: a.sharding, abstract)
+  compiler = step_lib.StepCompiler(model, config, mesh, shardings, tx)
   clip = float(config.train.grad_clip_norm)
   key = jax.random.key(seed)
   out: Dict[str, Any] = {'workdir': os.path.abspath(workdir), 'step': step,
@@ -224,13 +202,13 @@ def diagnose(workdir: str, step: Optional[int] = None, *, batches: int = 2,
         batch = compiler.device_batch(batch)
         rngs = dict(zip(('dropout', 'gating'),
                         jax.random.split(jax.random.fold_in(key, i))))
-        _, aux, grads, rms, load = fn(state.params, batch, rngs)
+        ce, grads, rms, load = fn(state.params, batch, rngs)
         norm = float(optax.global_norm(grads))
         scale = min(1.0, clip / max(norm, 1e-12))     # the step's clipping
         grads = jax.tree.map(lambda g, s=scale: g * s, grads)
         totals = grads if totals is None else jax.tree.map(jnp.add, totals,
                                                            grads)
-        acc['loss'].append(float(aux['ce']))
+        acc['loss'].append(float(ce))
         acc['grad_norm'].append(norm)
         acc['rms'].append(jax.device_get(rms))
         acc['load'].append(jax.device_get(load))

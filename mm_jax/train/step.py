@@ -67,18 +67,22 @@ def moe_stats(moe_collection) -> Dict[str, Dict[str, jax.Array]]:
 
 def loss_fn(params, batch: Batch, rngs: Dict[str, jax.Array], *, model,
             input_modality: str, output_modality: str, loss_weight: float,
-            label_smoothing: float) -> Tuple[jax.Array, Dict[str, Any]]:
+            label_smoothing: float, capture_intermediates: Any = False
+            ) -> Tuple[jax.Array, Dict[str, Any]]:
   """Total training loss and its parts for one task's batch.
 
   batch: the batch contract (``inputs``, ``targets`` [B, T] or [B], ...).
   Returns (loss, aux): loss = loss_weight * ce + MoE aux losses; aux =
   {'ce' (smoothed), 'nll', 'tokens', 'token_accuracy', 'aux_loss',
   'moe': moe_stats(...)}. Means are over the target tokens (or examples) of
-  the whole global batch.
+  the whole global batch. ``capture_intermediates`` (Flax's argument; off
+  in training) adds ``aux['intermediates']``, the captured module outputs.
   """
+  mutable = ['moe', 'intermediates'] if capture_intermediates else ['moe']
   logits, mutated = model.apply(
       {'params': params}, batch, input_modality=input_modality,
-      output_modality=output_modality, train=True, rngs=rngs, mutable=['moe'])
+      output_modality=output_modality, train=True, rngs=rngs, mutable=mutable,
+      capture_intermediates=capture_intermediates)
   targets = batch['targets']
   weights = losses.target_weights(targets, batch.get('example_mask'),
                                   model.cfg.pad_id,
@@ -93,6 +97,8 @@ def loss_fn(params, batch: Batch, rngs: Dict[str, jax.Array], *, model,
   correct = losses.correct_counts(logits, targets, weights)['token_correct']
   aux = {'ce': ce, 'nll': nll_sum / denom, 'tokens': tokens,
          'token_accuracy': correct / denom, 'aux_loss': aux_loss, 'moe': moe}
+  if capture_intermediates:
+    aux['intermediates'] = mutated['intermediates']
   return loss_weight * ce + aux_loss, aux
 
 
