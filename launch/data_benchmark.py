@@ -16,6 +16,7 @@ from ml_collections import config_flags
 
 from mm_jax import benchmark
 from mm_jax.data import pipeline
+from mm_jax.data import plan
 from mm_jax.data import prepare
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -31,17 +32,17 @@ def main(argv):
     raise app.UsageError('Pass --config=configs/base.py:tiny (or another).')
   data = config.data
   vocab = prepare.ensure_prepared(data, report=print)
-  tasks, _ = pipeline.resolve_tasks(data)
+  plans = plan.resolve(config)
   print(f'batch {data.batch_size}, prefetch {data.prefetch}, workers '
         f'{data.worker_count}, {_STEPS.value} timed batches each')
   print(f'{"task":<18}{"examples/s":>12}{"batches/s":>11}{"fill":>7}  skips')
-  for task in tasks:
-    with pipeline.make_train_iterator(data, vocab, tasks=[task]) as it:
+  for task in plans:
+    with pipeline.make_train_iterator(data, vocab, [task]) as it:
       ex_s, b_s, fl = benchmark.measure_iterator(it, _STEPS.value, _WARMUP.value)
       skips = {k[8:]: v for k, v in it.counters()[task.name].items()
                if k.startswith('skipped_') and v}
     print(f'{task.name:<18}{ex_s:>12.1f}{b_s:>11.2f}{fl:>7.2f}  {skips or ""}')
-  with pipeline.make_train_iterator(data, vocab) as it:
+  with pipeline.make_train_iterator(data, vocab, plans) as it:
     ex_s, b_s, fl = benchmark.measure_iterator(it, _STEPS.value, _WARMUP.value)
     drawn = {t: c['examples'] for t, c in it.counters().items()}
   print(f'{"mixture (" + data.mixing + ")":<18}{ex_s:>12.1f}{b_s:>11.2f}'

@@ -48,12 +48,12 @@ import jax
 import numpy as np
 
 import mm_jax
+from mm_jax import contract
 from mm_jax import flops as flops_lib
 from mm_jax import sharding
 from mm_jax import tpu_topology
 from mm_jax.data import batching
-from mm_jax.data import pipeline
-from mm_jax.data import preprocess
+from mm_jax.data import plan
 from mm_jax.data import registry
 from mm_jax.eval import evaluate
 from mm_jax.train import optim
@@ -93,11 +93,12 @@ class Program:
             f'{weight} {shapes}')
 
 
-def batch_shapes(task, data_cfg, batch_size: int, eval_batch: bool = False
+def batch_shapes(task: plan.TaskPlan, batch_size: int,
+                 eval_batch: bool = False
                  ) -> List[Dict[str, Tuple[Tuple[int, ...], Any]]]:
   """Every batch shape ``task`` can take: one per (input bucket, target
   bucket), as ``batching.collate`` pads them, with ``batch_size`` rows."""
-  spec = pipeline.batch_spec(task, data_cfg)
+  spec = task.spec
   in_lengths = {'text': spec.input_buckets, 'audio': spec.frame_buckets,
                 'image': (0,)}[spec.input_modality]
   out_lengths = spec.target_buckets if spec.output_modality == 'text' else (0,)
@@ -108,7 +109,7 @@ def batch_shapes(task, data_cfg, batch_size: int, eval_batch: bool = False
     elif spec.input_modality == 'image':
       inputs = np.zeros((spec.image_size, spec.image_size, 3), np.float32)
     else:
-      inputs = np.zeros((lin, preprocess.MEL_BINS, spec.audio_channels),
+      inputs = np.zeros((lin, contract.MEL_BINS, spec.audio_channels),
                         np.float32)
     targets = (np.ones((lout,), np.int32) if spec.output_modality == 'text'
                else 0)
@@ -126,29 +127,25 @@ def programs(config, kinds: Sequence[str] = KINDS,
   unknown = set(kinds) - set(KINDS)
   if unknown:
     raise ValueError(f'Unknown program kinds {sorted(unknown)}; use {KINDS}.')
-  task_objs, _ = pipeline.resolve_tasks(config.data, tasks)
+  plans = plan.resolve(config, tasks)
   evaluating = bool(config.eval.splits)
   found: Dict[Tuple, Program] = {}
   if 'init' in kinds:
-    found[('init',)] = Program('init', tuple(t.name for t in task_objs))
-  for task in task_objs:
+    found[('init',)] = Program('init', tuple(p.name for p in plans))
+  for task in plans:
     mods = (task.input_modality, task.output_modality)
-    weights = config.task_loss_weights
-    weight = float(weights[task.name] if task.name in weights
-                   else task.loss_weight)
     wanted = []
     if 'train' in kinds:
-      wanted += [('train', weight, b) for b in batch_shapes(
-          task, config.data, pipeline.train_batch_size(task.name,
-                                                       config.data))]
+      wanted += [('train', task.loss_weight, b)
+                 for b in batch_shapes(task, task.batch_size)]
     eval_batch = int(config.eval.batch_size)
     if evaluating and 'eval' in kinds:
       wanted += [('eval', None, b) for b in batch_shapes(
-          task, config.data, eval_batch, eval_batch=True)]
-    decodes = (set(task.metrics) & set(evaluate.DECODED)
+          task, eval_batch, eval_batch=True)]
+    decodes = (set(task.task.metrics) & set(evaluate.DECODED)
                or config.eval.num_samples > 0)
     if evaluating and decodes and 'decode' in kinds:
-      for b in batch_shapes(task, config.data, eval_batch):
+      for b in batch_shapes(task, eval_batch):
         keep = {k: v for k, v in b.items()
                 if k in ('inputs', 'inputs_mask', 'target_space')}
         wanted.append(('decode', None, keep))
@@ -250,9 +247,7 @@ class _Lowerer:
     tx, schedule = optim.make_optimizer(config.train, config.model.d_model)
     abstract, shardings = state_lib.state_shardings(config, self.model, mesh,
                                                     tx)
-    self.state = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-        abstract, shardings)
+    self.state = abstract                 # ShapeDtypeStructs with shardings
     self.init = state_lib.jitted_init(self.model, tx, shardings)
     self.compiler = step_lib.StepCompiler(self.model, config, mesh,
                                           shardings, tx, schedule)

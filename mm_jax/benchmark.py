@@ -27,7 +27,6 @@ Timings block on the outputs (``jax.block_until_ready``) and take medians.
 
 import concurrent.futures
 import dataclasses
-import functools
 import importlib
 import json
 import statistics
@@ -46,8 +45,8 @@ from mm_jax import config_defaults
 from mm_jax import flops as flops_lib
 from mm_jax import profiling
 from mm_jax import sharding
-from mm_jax.data import pipeline
-from mm_jax.data import preprocess
+from mm_jax.data import batching
+from mm_jax.data import plan as plan_lib
 from mm_jax.data import registry
 from mm_jax.model import layers, moe
 from mm_jax.overrides import parse_variant
@@ -90,33 +89,16 @@ def peak_matmul_flops(dtype: str, n: Optional[int] = None,
   return {'matmul_n': n, 'peak_flops_per_s': 2 * n ** 3 / seconds}
 
 
-def synthetic_batch(config, task: registry.Task, batch_size: int,
+def synthetic_batch(config, task: plan_lib.TaskPlan,
+                    batch_size: Optional[int] = None,
                     seed: int = 0) -> Dict[str, np.ndarray]:
   """A full batch of the task's largest shapes (the pipeline's largest
-  bucket is always the maximum length), random content."""
-  rng = np.random.RandomState(seed)
-  d, m = config.data, config.model
-  b = batch_size
-  if task.input_modality == 'text':
-    batch = {'inputs': rng.randint(3, m.vocab_size,
-                                   (b, d.max_input_length)).astype(np.int32)}
-  elif task.input_modality == 'image':
-    size = preprocess.image_size_for(task, d)
-    batch = {'inputs': rng.uniform(0, 255, (b, size, size, 3)
-                                   ).astype(np.float32)}
-  else:
-    frames = d.audio_max_frames
-    batch = {'inputs': rng.randn(b, frames, m.audio_mel_bins,
-                                 m.audio_channels).astype(np.float32),
-             'inputs_mask': np.ones((b, frames), bool)}
-  if task.output_modality == 'class':
-    batch['targets'] = rng.randint(0, m.num_classes, (b,)).astype(np.int32)
-  else:
-    batch['targets'] = rng.randint(3, m.vocab_size,
-                                   (b, d.max_target_length)).astype(np.int32)
-    batch['target_space'] = np.full(
-        (b,), registry.TARGET_SPACES[task.target_space], np.int32)
-  return batch
+  bucket is always the maximum length), random content; ``batch_size``
+  defaults to the plan's training batch."""
+  return batching.example_batch(
+      task.spec, task.batch_size if batch_size is None else int(batch_size),
+      seed=seed, vocab_size=config.model.vocab_size,
+      num_classes=config.model.num_classes)
 
 
 def _tokens(batch) -> int:
@@ -199,31 +181,23 @@ def lower_programs(config, variants: Mapping[str, Mapping[str, Any]],
 
 
 def _lower_variant(name, cfg, tasks) -> List[Program]:
+  """The train steps of ``tasks`` under ``cfg``, lowered by the training
+  run's ``StepCompiler`` (the same program, shardings and donation)."""
   model = mm_jax.create_model(cfg)
   mesh = sharding.make_mesh(cfg.mesh)
-  rules = sharding.rules(cfg.mesh)
   tx, schedule = optim.make_optimizer(cfg.train, cfg.model.d_model)
+  plans = [plan_lib.for_task(cfg, t) for t in tasks]
   programs = []
-  with sharding.activate(mesh, rules):
+  with sharding.activate(mesh, sharding.rules(cfg.mesh)):
     abstract, shardings = state_lib.state_shardings(cfg, model, mesh, tx)
-    for task_name in tasks:
-      task = registry.get(task_name)
-      batch = synthetic_batch(
-          cfg, task, pipeline.train_batch_size(task_name, cfg.data))
-      prog = Program(name, task_name, cfg, batch)
-      prog.fn = jax.jit(functools.partial(
-          step_lib.train_step, model=model, task_name=task_name,
-          input_modality=task.input_modality,
-          output_modality=task.output_modality,
-          loss_weight=cfg.task_loss_weights[task_name], tx=tx,
-          label_smoothing=cfg.train.label_smoothing, schedule=schedule),
-                        in_shardings=(shardings, {
-                            k: sharding.batch_sharding(mesh, rules, v.ndim)
-                            for k, v in batch.items()}),
-                        donate_argnums=0)
+    compiler = step_lib.StepCompiler(model, cfg, mesh, shardings, tx,
+                                     schedule, plans=plans)
+    for task in plans:
+      batch = synthetic_batch(cfg, task)
+      prog = Program(name, task.name, cfg, batch)
       start = time.perf_counter()
       try:
-        prog.lowered = prog.fn.lower(abstract, {
+        prog.lowered = compiler.lower('train', task.name, abstract, {
             k: jax.ShapeDtypeStruct(v.shape, v.dtype)
             for k, v in batch.items()})
       except Exception as e:  # pylint: disable=broad-except
@@ -450,7 +424,9 @@ def bench_input(config, tasks, steps: int, warmup: int
     return {'skipped': f'{type(e).__name__}: {e}'}
   out = {}
   for name in tasks:
-    with pipeline.make_train_iterator(config.data, vocab, tasks=[name]) as it:
+    alone = dataclasses.replace(plan_lib.for_task(config, name),
+                                mixture_weight=1.0)    # drawn every step
+    with pipeline.make_train_iterator(config.data, vocab, [alone]) as it:
       ex_s, _, fill = measure_iterator(it, steps, warmup)
     out[name] = {'examples_per_s': ex_s, 'fill': fill}
   return out
@@ -515,7 +491,7 @@ def run(config, *, steps: int = 10, warmup: int = 3, input_steps: int = 20,
   ``on_update(result)`` is called after each measurement (partial results
   survive a time limit).
   """
-  tasks = list(tasks or [t for t, w in config.data.mixture.items() if w > 0])
+  tasks = list(tasks or plan_lib.enabled_names(config.data))
   device = jax.devices()[0]
   peak = peak_matmul_flops(config.model.dtype)
   result = {'device': f'{device.platform}:{device.device_kind}',

@@ -22,6 +22,8 @@ Sizes, one table, no subclasses:
 
 import ml_collections
 
+from mm_jax import contract
+
 # name: (d_model, num_heads, attention projections, expert_hidden,
 #        experts_joint, experts_single, k, compute dtype, vocab size, image
 #        size, num classes). tiny uses paper-time T2T attention (1 head, no
@@ -87,7 +89,7 @@ def model_config(size='tiny', single_task=False):
   m.size = size
   m.d_model = s['d_model']
   m.vocab_size = s['vocab_size']
-  m.pad_id = 0
+  m.pad_id = contract.PAD_ID            # the batch contract's (checked)
   # Tying: 'none' (T2T: separate input, target and softmax matrices),
   # 'target_softmax' (target embedding == softmax), 'all' (all three shared).
   m.tie_embeddings = 'none'
@@ -186,9 +188,9 @@ def model_config(size='tiny', single_task=False):
   m.num_classes = s['num_classes']
   m.class_exit_multipliers = (1.25, 2.0, 2.5)  # exit-flow widths, x d
 
-  # Audio modality.
-  m.audio_mel_bins = 80
-  m.audio_channels = 1                # 3 with delta / delta-delta
+  # Audio modality: the data's log-mel and channels (validate checks them).
+  m.audio_mel_bins = contract.MEL_BINS
+  m.audio_channels = contract.audio_channels(False)  # 3 with audio_deltas
   m.audio_input = 'spectrogram'       # 'spectrogram' | 'waveform'
   m.audio_time_reduction = 4          # total stride in time (power of two);
                                       # ConvRes i has 2**(i+1) filters (T2T)

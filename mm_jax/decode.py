@@ -39,10 +39,10 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from mm_jax import contract
 from mm_jax.model import multimodel
 from mm_jax.model.modalities import language
 
-EOS_ID = 1
 # Finite "minus infinity": keeps the beam arithmetic free of inf - inf.
 NEG_INF = -1.0e9
 
@@ -200,9 +200,9 @@ def _greedy(model, params, inputs, inputs_mask, target_space, length_penalty,
 
 
 def _decoder_inputs(batch: Mapping[str, Any], input_modality: str):
-  if input_modality not in multimodel.INPUT_MODALITIES:
+  if input_modality not in contract.INPUT_MODALITIES:
     raise ValueError(f'Unknown input modality {input_modality!r}; the model '
-                     f'reads {multimodel.INPUT_MODALITIES}.')
+                     f'reads {contract.INPUT_MODALITIES}.')
   if 'target_space' not in batch:
     raise KeyError('Decoding needs batch["target_space"] [B] (the task-token '
                    'row); text-output batches of the pipeline carry it.')
@@ -213,7 +213,7 @@ def _decoder_inputs(batch: Mapping[str, Any], input_modality: str):
 
 def beam_search(model, params, batch: Mapping[str, Any], *,
                 input_modality: str, beam_size: int, length_penalty: float,
-                max_length: int, eos_id: int = EOS_ID
+                max_length: int, eos_id: int = contract.EOS_ID
                 ) -> Tuple[jax.Array, jax.Array]:
   """Beam search over the text output of ``model``.
 
@@ -245,7 +245,7 @@ def beam_search(model, params, batch: Mapping[str, Any], *,
 
 def greedy_decode(model, params, batch: Mapping[str, Any], *,
                   input_modality: str, max_length: int,
-                  length_penalty: float = 0.0, eos_id: int = EOS_ID
+                  length_penalty: float = 0.0, eos_id: int = contract.EOS_ID
                   ) -> Tuple[jax.Array, jax.Array]:
   """Greedy (argmax) decoding; arguments as ``beam_search``.
 

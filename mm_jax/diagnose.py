@@ -45,6 +45,7 @@ import optax
 import mm_jax
 from mm_jax import sharding
 from mm_jax.data import pipeline
+from mm_jax.data import plan
 from mm_jax.inference import loading
 from mm_jax.model import body
 from mm_jax.model import conv
@@ -171,7 +172,7 @@ def diagnose(workdir: str, step: Optional[int] = None, *, batches: int = 2,
   model = mm_jax.create_model(config)
   mesh = sharding.make_mesh(config.mesh)
   tx, _ = optim.make_optimizer(config.train, config.model.d_model)
-  abstract = state_lib.abstract_train_state(config, model, mesh, tx)
+  abstract, shardings = state_lib.state_shardings(config, model, mesh, tx)
   with checkpoint_lib.Checkpointer(workdir, keep=1000, every=1) as ckpt:
     state, _, _ = ckpt.restore(step, abstract)
   adam = _adam_state(state.opt_state)
@@ -179,24 +180,23 @@ def diagnose(workdir: str, step: Optional[int] = None, *, batches: int = 2,
   b2 = float(config.train.adam_b2)
   nu_hat = {p: v / (1.0 - b2 ** max(count, 1.0))
             for p, v in _flat(adam.nu).items()}
-  enabled = sorted(t for t, w in config.data.mixture.items() if w > 0)
-  tasks = list(tasks or enabled)
-  shardings = jax.tree.map(lambda a: a.sharding, abstract)
-  compiler = step_lib.StepCompiler(model, config, mesh, shardings, tx)
+  plans = plan.by_name(plan.resolve(config, tasks))
+  compiler = step_lib.StepCompiler(model, config, mesh, shardings, tx,
+                                   plans=plans.values())
   clip = float(config.train.grad_clip_norm)
   key = jax.random.key(seed)
   out: Dict[str, Any] = {'workdir': os.path.abspath(workdir), 'step': step,
                          'adam_count': count, 'batches': batches,
                          'tasks': {}, 'cosine': {}, 'moe': {}}
   shared_grads = {}
-  for task_name in tasks:
-    sig = compiler.signature(task_name)
+  for task_name, task_plan in plans.items():
+    sig = task_plan.signature
     fn = jax.jit(functools.partial(
         _task_pass, model=model, sig=sig,
         label_smoothing=float(config.train.label_smoothing)))
     totals, acc = None, {'loss': [], 'grad_norm': [], 'rms': [], 'load': []}
     with pipeline.make_train_iterator(config.data, vocab,
-                                      tasks=[task_name]) as it:
+                                      [task_plan]) as it:
       for i in range(batches):
         _, batch = next(it)
         batch = compiler.device_batch(batch)
@@ -231,9 +231,9 @@ def diagnose(workdir: str, step: Optional[int] = None, *, batches: int = 2,
     shared_grads[task_name] = np.concatenate([
         np.asarray(g).ravel() for p, g in sorted(_flat(grads).items())
         if p[0] == 'encoder'])
-  for a in tasks:
+  for a in plans:
     out['cosine'][a] = {b: _cosine(shared_grads[a], shared_grads[b])
-                        for b in tasks}
+                        for b in plans}
   return out
 
 

@@ -53,6 +53,7 @@ import jax
 import numpy as np
 
 from mm_jax import config_defaults as base
+from mm_jax.data import plan
 from mm_jax.data import prepare
 from mm_jax.eval import chance
 from mm_jax.train import loop
@@ -107,7 +108,7 @@ def run_tasks(name: str, size: str = 'tiny') -> Tuple[str, ...]:
   module, arg = RUNS[name]
   config = importlib.import_module(module).get_config(
       f'{arg},{size}' if arg else size)
-  return tuple(sorted(t for t, w in config.data.mixture.items() if w > 0))
+  return plan.enabled_names(config.data)
 
 
 def budget(name: str, single_budget: int) -> int:

@@ -87,17 +87,15 @@ def test_mixtures_and_switches():
 def test_tiny_imagenet_trains_at_32_px_on_4x_the_batch():
   """Every tiny config, single-task too: same images per ImageNet step cost,
   4x the images; captioning and the real sizes keep image_size and batch."""
-  from mm_jax.data import pipeline, preprocess, registry
-  imagenet, caption = registry.get('imagenet'), registry.get('caption_en')
+  from mm_jax.data import plan
   for config in (_module('joint8').get_config('tiny'),
                  _module('single').get_config('imagenet')):
-    assert preprocess.image_size_for(imagenet, config.data) == 32
-    assert preprocess.image_size_for(caption, config.data) == 64
-    assert pipeline.train_batch_size('imagenet', config.data) == 128
-    assert pipeline.train_batch_size('caption_en', config.data) == 32
-  real = _module('joint8').get_config('base').data
-  assert preprocess.image_size_for(imagenet, real) == 299
-  assert pipeline.train_batch_size('imagenet', real) == 256
+    imagenet = plan.for_task(config, 'imagenet')
+    caption = plan.for_task(config, 'caption_en')
+    assert (imagenet.image_size, imagenet.batch_size) == (32, 128)
+    assert (caption.image_size, caption.batch_size) == (64, 32)
+  imagenet = plan.for_task(_module('joint8').get_config('base'), 'imagenet')
+  assert (imagenet.image_size, imagenet.batch_size) == (299, 256)
 
 
 @pytest.mark.parametrize('name,arg', [('joint8', 'bogus'), ('single', 'x'),

@@ -14,6 +14,7 @@ import pytest
 
 import mm_jax
 from configs import base
+from mm_jax import contract
 from mm_jax import decode
 from mm_jax.model import multimodel
 
@@ -53,7 +54,7 @@ def _batch(seed=0, b=3, length=6):
 def _eos_padded(ids):
   """True if every row is 0 after its first EOS (and EOS is kept)."""
   for row in np.asarray(ids).reshape(-1, ids.shape[-1]):
-    eos = np.flatnonzero(row == decode.EOS_ID)
+    eos = np.flatnonzero(row == contract.EOS_ID)
     if eos.size and row[eos[0] + 1:].any():
       return False
   return True
@@ -201,7 +202,7 @@ def test_hypotheses_without_eos_are_kept_at_max_length():
   model = _chain({1: 1e-9}, {1: 1e-9}, {1: 1e-9})
   ids, scores = _search(model, alpha=0.6, max_length=4)
   assert ids.shape == (2, 4)
-  assert (ids != decode.EOS_ID).all() and np.isfinite(scores).all()
+  assert (ids != contract.EOS_ID).all() and np.isfinite(scores).all()
   assert scores[0] >= scores[1] > decode.NEG_INF / 100
 
 
@@ -213,7 +214,7 @@ def test_beam_wider_than_half_the_vocabulary_is_refused():
 
 # ------------------------------------------------ a trained tiny model --
 
-TARGET = [5, 9, 7, 12, decode.EOS_ID]
+TARGET = [5, 9, 7, 12, contract.EOS_ID]
 
 
 def test_trained_model_decodes_its_sequence_and_stops_at_eos(tiny):

@@ -12,6 +12,7 @@ import pytest
 
 import mm_jax
 from configs import base
+from mm_jax import contract
 from mm_jax import decode
 from mm_jax.data import registry
 from mm_jax.eval import evaluate
@@ -26,7 +27,7 @@ class WordVocab:
   def decode(self, ids):
     out = []
     for i in np.asarray(ids).ravel().tolist():
-      if i == decode.EOS_ID:
+      if i == contract.EOS_ID:
         break
       if i:
         out.append(f'w{i}')
@@ -59,7 +60,7 @@ def _text_batch(rs, real, size, garbage=True, length=6):
   """A text batch with ``real`` examples then padding slots."""
   inputs = rs.randint(2, V, (size, length)).astype(np.int32)
   targets = rs.randint(2, V, (size, length)).astype(np.int32)
-  targets[:, -1] = decode.EOS_ID
+  targets[:, -1] = contract.EOS_ID
   mask = np.arange(size) < real
   if not garbage:                      # the pipeline's padding: all zeros
     inputs[~mask], targets[~mask] = 0, 0

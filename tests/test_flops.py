@@ -11,8 +11,7 @@ from configs import joint8
 from mm_jax import benchmark
 from mm_jax import flops
 from mm_jax import sharding
-from mm_jax.data import pipeline
-from mm_jax.data import registry
+from mm_jax.data import plan
 from mm_jax.train import optim
 from mm_jax.train import state as state_lib
 from mm_jax.train import step as step_lib
@@ -40,9 +39,8 @@ def setup():
                                        'caption_en', 'speech_en'])
 def test_executed_count_within_15_percent_of_xla(setup, task_name):
   config, model, mesh, tx, abstract = setup
-  task = registry.get(task_name)
-  batch = benchmark.synthetic_batch(
-      config, task, pipeline.train_batch_size(task_name, config.data))
+  task = plan.for_task(config, task_name)
+  batch = benchmark.synthetic_batch(config, task)
   fn = jax.jit(functools.partial(
       step_lib.train_step, model=model, task_name=task_name,
       input_modality=task.input_modality, output_modality=task.output_modality,

@@ -14,10 +14,11 @@ PACKAGE = os.path.join(REPO, 'mm_jax')
 # package or module named there); entries of one layer are independent of
 # each other (the model does not know the data, nor eval the drivers).
 LAYERS = (
-    # Foundations: logical axis names, config schema and overrides, JAX
-    # settings, config checks.
-    ('mm_jax.axes', 'mm_jax.config_defaults', 'mm_jax.overrides',
-     'mm_jax.compile_cache', 'mm_jax.profiling', 'mm_jax.validate'),
+    # The vocabulary of every layer: logical axis names, the batch contract.
+    ('mm_jax.axes', 'mm_jax.contract'),
+    # Foundations: config schema and overrides, JAX settings, config checks.
+    ('mm_jax.config_defaults', 'mm_jax.overrides', 'mm_jax.compile_cache',
+     'mm_jax.profiling', 'mm_jax.validate'),
     ('mm_jax.sharding',),              # meshes and logical rules (axes)
     ('mm_jax.model', 'mm_jax.data', 'mm_jax.tpu_topology'),
     # On the model: decoding, FLOP counts, reading a run's files back.

@@ -14,6 +14,7 @@ from configs import single
 from mm_jax import sharding
 import mm_jax
 from mm_jax.data import pipeline
+from mm_jax.data import plan
 from mm_jax.data import prepare
 from mm_jax.train import optim
 from mm_jax.train import state as state_lib
@@ -58,10 +59,12 @@ def _reference_metrics(config, vocab):
   mesh = sharding.make_mesh(config.mesh)
   tx, schedule = optim.make_optimizer(config.train, config.model.d_model)
   state, shardings = state_lib.create_train_state(config, model, mesh, tx)
+  plans = plan.resolve(config)
   compiler = step_lib.StepCompiler(model, config, mesh, shardings, tx,
-                                   schedule)
-  its = [pipeline.make_train_iterator(config.data, vocab, process_index=p,
-                                      process_count=2, pad_sync=lambda x: x)
+                                   schedule, plans=plans)
+  its = [pipeline.make_train_iterator(config.data, vocab, plans,
+                                      process_index=p, process_count=2,
+                                      pad_sync=lambda x: x)
          for p in range(2)]
   out = []
   for _ in range(STEPS):

@@ -12,6 +12,7 @@ import pytest
 from configs import base
 from mm_jax.data import mixture as mixture_lib
 from mm_jax.data import pipeline
+from mm_jax.data import plan
 from mm_jax.data import registry
 from mm_jax.data import streams
 
@@ -96,11 +97,21 @@ def _cfg(mixing='fixed', mixture=None, **overrides):
   return d
 
 
+def _config(cfg):
+  """A run config around the data config ``cfg`` (the plan reads both)."""
+  return ml_collections.ConfigDict({
+      'data': cfg, 'task_loss_weights': {n: 1.0 for n in TASKS}})
+
+
+def _plan(cfg, name):
+  return plan.for_task(_config(cfg), TASKS[name])
+
+
 def _iterator(cfg, sources=None, names=None, **kwargs):
   names = names or list(cfg.mixture.keys())
+  plans = plan.resolve(_config(cfg), [TASKS[n] for n in names])
   return pipeline.make_train_iterator(
-      cfg, VOCAB, tasks=[TASKS[n] for n in names],
-      sources=sources or _sources(), **kwargs)
+      cfg, VOCAB, plans, sources=sources or _sources(), **kwargs)
 
 
 def _loss(task, step):
@@ -217,6 +228,25 @@ def test_resume_is_bit_exact(mixing):
   assert sum(c['examples'] for c in end_counters.values()) == 4 * (n + m)
 
 
+def test_losses_held_for_the_next_draw_are_applied_after_it_and_saved():
+  cfg = _cfg('adaptive')
+  with _iterator(cfg) as it:
+    _take(it, 0, 4)
+    before = it.probabilities()
+    it.update_losses({'tr': 9.0}, after_next_draw=True)
+    assert it.probabilities() == before         # held, not applied yet
+    state = json.loads(json.dumps(it.get_state()))
+    assert state['pending_losses'] == {'tr': 9.0}
+    task = next(it)[0]                          # drawn before they apply
+    assert it.probabilities()['tr'] > before['tr']     # then applied
+    rest = _take(it, 5, 8)
+  with _iterator(cfg) as it:
+    it.set_state(state)
+    assert next(it)[0] == task
+    _assert_same(rest, _take(it, 5, 8))
+    assert it.get_state()['pending_losses'] is None
+
+
 def test_prefetch_does_not_change_the_stream():
   with _iterator(_cfg('adaptive', prefetch=0)) as it:
     plain = _take(it, 0, 10)
@@ -318,15 +348,16 @@ def test_static_probabilities():
   p = mixture_lib.static_probabilities
   assert p({'a': 1, 'b': 3}, 'fixed') == pytest.approx({'a': .25, 'b': .75})
   sizes = {'a': 100, 'b': 400, 'c': 7}
-  w = {'a': 1, 'b': 1, 'c': 0}
+  w = {'a': 1, 'b': 1}
   assert p(w, 'proportional', sizes=sizes) == pytest.approx(
       {'a': .2, 'b': .8})
   assert p(w, 'temperature', sizes=sizes, temperature=2.0) == pytest.approx(
       {'a': 1 / 3, 'b': 2 / 3})
   assert p({'a': 3, 'b': 1}, 'proportional', sizes=sizes) == pytest.approx(
       {'a': 3 / 7, 'b': 4 / 7})
-  with pytest.raises(ValueError, match='>= 0'):
-    p({'a': -1}, 'fixed')
+  for bad in (-1, 0, float('inf')):         # the plan leaves weight 0 out
+    with pytest.raises(ValueError, match='finite weight > 0'):
+      p({'a': 1, 'b': bad}, 'fixed')
   with pytest.raises(ValueError, match='Unknown mixing rule'):
     p({'a': 1}, 'uniform')
   with pytest.raises(ValueError, match='data size'):
@@ -398,7 +429,8 @@ def test_eval_pass_is_finite_padded_and_deterministic():
   records = _text_records(10)
   records[4] = {'inputs': 'z' * 40, 'targets': 'x'}
   src = FlakySource(records, {7})
-  it = pipeline.make_eval_iterator(_cfg(), VOCAB, TASKS['tr'], 'validation',
+  it = pipeline.make_eval_iterator(_cfg(), VOCAB, _plan(_cfg(), 'tr'),
+                                   'validation',
                                    source=src)
   batches = list(it)
   assert it.num_batches == len(batches) == 3
@@ -423,7 +455,8 @@ def test_eval_shards_cover_the_split_once():
   seen, counts = [], set()
   for p in range(3):
     it = pipeline.make_eval_iterator(
-        _cfg(), VOCAB, TASKS['tr'], 'test', source=records, batch_size=2,
+        _cfg(), VOCAB, _plan(_cfg(), 'tr'), 'test', source=records,
+        batch_size=2,
         process_index=p, process_count=3, pad_sync=lambda x: x)
     batches = list(it)
     counts.add(len(batches))

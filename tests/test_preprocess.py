@@ -10,7 +10,9 @@ import pytest
 import sentencepiece as spm
 
 from configs import base
+from mm_jax import contract
 from mm_jax.data import batching
+from mm_jax.data import plan
 from mm_jax.data import preprocess
 from mm_jax.data.preprocess import Skip
 
@@ -31,6 +33,11 @@ class FakeTask:
   input_modality: str
   output_modality: str
   target_space: str = 'en'
+
+
+def _preprocessor(task, data_cfg, vocab, *, train):
+  return preprocess.Preprocessor(task, data_cfg, vocab, train=train,
+                                 image_size=plan.image_size(task, data_cfg))
 
 
 def _data_cfg(**overrides):
@@ -68,10 +75,10 @@ def test_sentencepiece_vocab_tokenises_with_eos():
       hard_vocab_limit=False, minloglevel=2,
       pad_id=0, eos_id=1, unk_id=2, bos_id=-1, model_type='unigram')
   sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
-  pre = preprocess.Preprocessor(FakeTask('t', 'text', 'text'), _data_cfg(),
+  pre = _preprocessor(FakeTask('t', 'text', 'text'), _data_cfg(),
                                 sp, train=False)
   out = pre({'inputs': 'the red circle', 'targets': 'a blue square'})
-  assert out['inputs'][-1] == preprocess.EOS_ID
+  assert out['inputs'][-1] == contract.EOS_ID
   assert 0 not in out['inputs'].tolist()
   assert sp.decode(out['targets'][:-1].tolist()) == 'a blue square'
   assert out['references'] == ['a blue square']
@@ -154,7 +161,7 @@ def test_audio_features_shapes_and_skips():
 
 def test_preprocessor_marks_bad_records_corrupt():
   cfg = _data_cfg()
-  img_cls = preprocess.Preprocessor(FakeTask('i', 'image', 'class'), cfg,
+  img_cls = _preprocessor(FakeTask('i', 'image', 'class'), cfg,
                                     ByteVocab(), train=True)
   rng = np.random.default_rng(0)
   ok = img_cls({'inputs': _image(), 'targets': 3}, rng)
@@ -167,15 +174,15 @@ def test_preprocessor_marks_bad_records_corrupt():
   marker = Skip('corrupt', 'x')
   assert img_cls(marker, rng) is marker
   with pytest.raises(ValueError, match='modality'):
-    preprocess.Preprocessor(FakeTask('v', 'video', 'class'), cfg, ByteVocab(),
+    _preprocessor(FakeTask('v', 'video', 'class'), cfg, ByteVocab(),
                             train=True)
 
 
 def test_caption_images_are_not_flipped():
-  pre = preprocess.Preprocessor(FakeTask('c', 'image', 'text'), _data_cfg(),
+  pre = _preprocessor(FakeTask('c', 'image', 'text'), _data_cfg(),
                                 ByteVocab(), train=True)
   assert not pre.flip and pre.crop_area == preprocess.CAPTION_CROP_AREA
-  cls = preprocess.Preprocessor(FakeTask('i', 'image', 'class'), _data_cfg(),
+  cls = _preprocessor(FakeTask('i', 'image', 'class'), _data_cfg(),
                                 ByteVocab(), train=True)
   assert cls.flip
 
@@ -191,8 +198,7 @@ def test_effective_buckets_and_bucket_length():
 
 
 def _spec(inp, out, cfg=None):
-  return batching.BatchSpec.for_task(FakeTask('t', inp, out), cfg or
-                                     _data_cfg(), {'en': 1})
+  return plan.batch_spec(FakeTask('t', inp, out), cfg or _data_cfg())
 
 
 def test_collate_text_pads_to_bucket():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from configs import base
+from mm_jax import contract
 from mm_jax.data import registry
 from mm_jax.data import sources
 from mm_jax.data import vocab as vocab_lib
@@ -58,8 +59,8 @@ def test_task_tokens_are_single_pieces(vocab):
 def test_encode_decode_eos_pad_unknown(vocab):
   text = 'die rote Katze sieht einen großen Hund .'
   ids = vocab.encode(text)
-  assert vocab_lib.EOS_ID not in ids and vocab_lib.PAD_ID not in ids
-  assert vocab.encode(text, add_eos=True) == ids + [vocab_lib.EOS_ID]
+  assert contract.EOS_ID not in ids and contract.PAD_ID not in ids
+  assert vocab.encode(text, add_eos=True) == ids + [contract.EOS_ID]
   assert vocab.decode(ids) == text
   padded = np.array(ids + [1] + vocab.encode('le chat') + [0, 0], np.int32)
   assert vocab.decode(padded) == text         # stops at EOS

@@ -21,7 +21,7 @@ from typing import Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from mm_jax.data import preprocess
+from mm_jax import contract
 
 HOST_KEYS = ('references',)   # never sent to the device
 
@@ -54,7 +54,7 @@ class BatchSpec:
     input_buckets: padded lengths of text inputs.
     target_buckets: padded lengths of text targets.
     frame_buckets: padded frame counts for audio inputs.
-    image_size: Y = X of image inputs (``preprocess.image_size_for``).
+    image_size: Y = X of image inputs (``plan.image_size``).
     audio_channels: I of audio inputs (1, or 3 with deltas).
   """
   input_modality: str
@@ -66,30 +66,22 @@ class BatchSpec:
   image_size: int
   audio_channels: int
 
-  @classmethod
-  def for_task(cls, task, data_cfg, target_space_ids: Mapping[str, int]):
-    """Builds the spec of ``task`` from ``config.data``."""
-    if task.output_modality == 'text':
-      ts = task.target_space
-      target_space = 0 if ts is None else int(target_space_ids[ts])
-    else:
-      target_space = None
-    return cls(
-        input_modality=task.input_modality,
-        output_modality=task.output_modality,
-        target_space=target_space,
-        input_buckets=effective_buckets(data_cfg.length_buckets,
-                                        int(data_cfg.max_input_length)),
-        target_buckets=effective_buckets(data_cfg.length_buckets,
-                                         int(data_cfg.max_target_length)),
-        frame_buckets=effective_buckets(data_cfg.audio_frame_buckets,
-                                        int(data_cfg.audio_max_frames)),
-        image_size=preprocess.image_size_for(task, data_cfg),
-        audio_channels=3 if data_cfg.audio_deltas else 1)
+
+def example_batch(spec: BatchSpec, batch_size: int, **content
+                  ) -> dict:
+  """A batch of ``spec``'s largest shapes (the largest bucket is always the
+  maximum length); ``content``: ``contract.example_batch``'s ``seed``,
+  ``vocab_size``, ``num_classes`` (default: constant content)."""
+  return contract.example_batch(
+      spec.input_modality, spec.output_modality, batch_size,
+      length=spec.input_buckets[-1], target_length=spec.target_buckets[-1],
+      image_size=spec.image_size, frames=spec.frame_buckets[-1],
+      channels=spec.audio_channels,
+      target_space=spec.target_space or 0, **content)
 
 
-def _stack_padded(arrays, length: int, batch: int, tail_shape=(),
-                  dtype=np.int32) -> np.ndarray:
+def stack_padded(arrays, length: int, batch: int, tail_shape=(),
+                 dtype=np.int32) -> np.ndarray:
   """Pads arrays [l_i, *tail] along axis 0 to ``length``; None -> zeros."""
   out = np.zeros((batch, length) + tuple(tail_shape), dtype)
   for i, a in enumerate(arrays):
@@ -115,19 +107,19 @@ def collate(examples: Sequence[Optional[dict]], spec: BatchSpec,
   batch = {}
   if spec.input_modality == 'text':
     length = bucket_length(_longest(inputs), spec.input_buckets)
-    batch['inputs'] = _stack_padded(inputs, length, b)
+    batch['inputs'] = stack_padded(inputs, length, b)
   elif spec.input_modality == 'image':
     s = spec.image_size
-    batch['inputs'] = _stack_padded(inputs, s, b, (s, 3), np.float32)
+    batch['inputs'] = stack_padded(inputs, s, b, (s, 3), np.float32)
   else:
     frames = np.asarray([0 if x is None else len(x) for x in inputs])
     length = bucket_length(_longest(inputs), spec.frame_buckets)
-    tail = (preprocess.MEL_BINS, spec.audio_channels)
-    batch['inputs'] = _stack_padded(inputs, length, b, tail, np.float32)
+    tail = (contract.MEL_BINS, spec.audio_channels)
+    batch['inputs'] = stack_padded(inputs, length, b, tail, np.float32)
     batch['inputs_mask'] = np.arange(length)[None, :] < frames[:, None]
   if spec.output_modality == 'text':
     length = bucket_length(_longest(targets), spec.target_buckets)
-    batch['targets'] = _stack_padded(targets, length, b)
+    batch['targets'] = stack_padded(targets, length, b)
     batch['target_space'] = np.full((b,), spec.target_space, np.int32)
   else:
     batch['targets'] = np.asarray(

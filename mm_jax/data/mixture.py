@@ -1,7 +1,7 @@
 """Task sampling: which task trains at each step (docs/design.md, "Mixing").
 
-Each step trains one task, drawn from the enabled tasks (weight > 0) with
-probability
+Each step trains one task, drawn from the enabled tasks (``plan.resolve``:
+weight > 0) with probability
 
   fixed         p_t ∝ w_t
   proportional  p_t ∝ w_t · n_t                 (n_t: examples in the source)
@@ -9,10 +9,10 @@ probability
   adaptive      p_t ∝ w_t · exp(ā_t)            (T2T: ā_t = moving-average loss)
 
 Weights multiply every rule (all 1.0 gives the pure rule); weight 0 disables a
-task. The draw at step s uses its own generator seeded with (seed, s), so the
-sequence is a pure function of (seed, rule inputs, step): nothing but the step
-and the loss averages needs saving, and every process draws the same task
-when fed the same (global) losses.
+task (the plan leaves it out). The draw at step s uses its own generator
+seeded with (seed, s), so the sequence is a pure function of (seed, rule
+inputs, step): nothing but the step and the loss averages needs saving, and
+every process draws the same task when fed the same (global) losses.
 
 Adaptive rule: ``update_losses({task: loss})`` folds a step's loss into
 ā_t ← decay · ā_t + (1 − decay) · loss. T2T started the averages at zero,
@@ -31,23 +31,25 @@ import numpy as np
 RULES = ('fixed', 'proportional', 'temperature', 'adaptive')
 
 
-def enabled_tasks(weights: Mapping[str, float]) -> tuple:
-  """Names with weight > 0, in mapping order; errors on a negative weight."""
+def _check_weights(weights: Mapping[str, float]) -> tuple:
+  """The task names; every weight must be finite and > 0 (the task plan,
+  ``plan.resolve``, leaves weight-0 tasks out before they get here)."""
+  if not weights:
+    raise ValueError('No task to draw from; enable at least one in '
+                     'config.data.mixture.')
   for name, w in weights.items():
-    if not (float(w) >= 0 and math.isfinite(float(w))):
-      raise ValueError(f'Mixture weight of {name!r} is {w}; weights must be '
-                       'finite and >= 0 (0 disables the task).')
-  return tuple(n for n, w in weights.items() if float(w) > 0)
+    if not (float(w) > 0 and math.isfinite(float(w))):
+      raise ValueError(f'Mixture weight of {name!r} is {w}; the mixer takes '
+                       'the enabled tasks, each with a finite weight > 0.')
+  return tuple(weights)
 
 
 def static_probabilities(weights: Mapping[str, float], rule: str, *,
                          sizes: Optional[Mapping[str, int]] = None,
                          temperature: float = 1.0) -> Dict[str, float]:
-  """Probabilities of the enabled tasks under a non-adaptive rule."""
-  names = enabled_tasks(weights)
-  if not names:
-    raise ValueError('Every task has weight 0; enable at least one in '
-                     'config.data.mixture.')
+  """Probabilities of the tasks of ``weights`` (each > 0) under a
+  non-adaptive rule."""
+  names = _check_weights(weights)
   w = np.asarray([float(weights[n]) for n in names], np.float64)
   if rule in ('proportional', 'temperature'):
     if sizes is None or any(int(sizes.get(n, 0)) <= 0 for n in names):

@@ -1,7 +1,7 @@
 """The input pipeline: mixed, resumable, multi-host training batches and
 finite evaluation passes.
 
-  it = make_train_iterator(config.data, vocab,
+  it = make_train_iterator(config.data, vocab, plan.resolve(config),
                            process_index=jax.process_index(),
                            process_count=jax.process_count())
   task, batch = next(it)          # one task per step; batch: see batching.py
@@ -32,8 +32,8 @@ import numpy as np
 
 from mm_jax.data import batching
 from mm_jax.data import mixture as mixture_lib
+from mm_jax.data import plan as plan_lib
 from mm_jax.data import preprocess
-from mm_jax.data import registry
 from mm_jax.data import sources as sources_lib
 from mm_jax.data import streams
 from mm_jax.data.prefetch import Prefetcher
@@ -48,59 +48,10 @@ def process_max(lengths: np.ndarray) -> np.ndarray:
   return np.asarray(gathered).reshape(-1, len(lengths)).max(axis=0)
 
 
-def local_batch_size(global_batch: int, process_count: int) -> int:
-  """Examples per process per step."""
-  if global_batch % process_count:
-    raise ValueError(f'config.data.batch_size {global_batch} is not divisible '
-                     f'by the {process_count} processes; pick a multiple.')
-  return global_batch // process_count
-
-
-def train_batch_size(task_name: str, data_cfg, process_count: int = 1) -> int:
-  """This process's training batch of a task: ``data_cfg.batch_size`` times
-  the task's ``data_cfg.batch_size_multiplier`` (1 for a task not listed
-  there), divided over the processes."""
-  mult = data_cfg.batch_size_multiplier.get(task_name, 1)
-  if int(mult) != mult or mult < 1:
-    raise ValueError(f'config.data.batch_size_multiplier.{task_name} is '
-                     f'{mult!r}; use a whole number >= 1.')
-  return local_batch_size(int(data_cfg.batch_size) * int(mult), process_count)
-
-
 def _check_process(process_index: int, process_count: int) -> None:
   if not 0 <= process_index < process_count:
     raise ValueError(f'process_index {process_index} is not in '
                      f'[0, {process_count}).')
-
-
-def _name(entry) -> str:
-  return entry if isinstance(entry, str) else entry.name
-
-
-def resolve_tasks(data_cfg, tasks=None):
-  """Task objects and weights of the enabled tasks.
-
-  ``tasks``: names (looked up in ``registry``) or Task-like objects; default:
-  the names in ``config.data.mixture``. Tasks with weight 0 are dropped. The
-  result is sorted by name, so the draws do not depend on the listing order.
-  """
-  entries = list(data_cfg.mixture.keys()) if tasks is None else list(tasks)
-  by_name = {_name(e): e for e in entries}
-  weights = {}
-  for name in sorted(by_name):
-    if name not in data_cfg.mixture:
-      raise ValueError(f'Task {name!r} has no weight in config.data.mixture; '
-                       f'set config.data.mixture.{name} (0 disables it).')
-    weights[name] = float(data_cfg.mixture[name])
-  enabled = mixture_lib.enabled_tasks(weights)
-  disabled = sorted(set(weights) - set(enabled))
-  if disabled:
-    logging.info('Tasks disabled by weight 0: %s', ', '.join(disabled))
-  if not enabled:
-    raise ValueError('Every selected task has weight 0 in config.data.mixture.')
-  objs = [registry.get(n) if isinstance(by_name[n], str) else by_name[n]
-          for n in enabled]
-  return objs, {n: weights[n] for n in enabled}
 
 
 def task_source(task, split: str, data_cfg, sources=None):
@@ -121,10 +72,6 @@ def task_source(task, split: str, data_cfg, sources=None):
   return source
 
 
-def batch_spec(task, data_cfg) -> batching.BatchSpec:
-  return batching.BatchSpec.for_task(task, data_cfg, registry.TARGET_SPACES)
-
-
 class TrainIterator:
   """Endless ``(task_name, batch)`` pairs; checkpointable.
 
@@ -141,6 +88,7 @@ class TrainIterator:
     self._process = list(process)
     self._producers: Dict[str, Prefetcher] = {}
     self._handed = {t: s.get_state() for t, s in self._streams.items()}
+    self._pending: Optional[Dict[str, float]] = None   # after_next_draw
 
   def __iter__(self) -> Iterator:
     return self
@@ -154,6 +102,9 @@ class TrainIterator:
       batch = batching.pad_to(batch, spec, lengths)
     self._handed[task] = state
     self._mixture.advance()
+    if self._pending:
+      self._mixture.update_losses(self._pending)
+      self._pending = None
     return task, batch
 
   def _take(self, task: str):
@@ -174,9 +125,22 @@ class TrainIterator:
     """Current task draw probabilities."""
     return self._mixture.probabilities()
 
-  def update_losses(self, losses: Mapping[str, float]) -> None:
-    """Per-task (global, identical on every process) losses for 'adaptive'."""
-    self._mixture.update_losses(losses)
+  def update_losses(self, losses: Mapping[str, float], *,
+                    after_next_draw: bool = False) -> None:
+    """Per-task (global, identical on every process) losses for 'adaptive'.
+
+    ``after_next_draw``: hold them until the next batch has been drawn, then
+    apply them. The training loop fetches each step's loss one step late, so
+    step s's loss normally reaches the mixer after step s + 1's draw; a
+    checkpoint fetches it early and hands it over this way. Held losses are
+    part of ``get_state()``, so a resumed run applies them where the
+    uninterrupted run would have.
+    """
+    if after_next_draw:
+      self._pending = {**(self._pending or {}),
+                       **{t: float(v) for t, v in losses.items()}}
+    else:
+      self._mixture.update_losses(losses)
 
   def counters(self) -> Dict[str, Dict[str, int]]:
     """Per task: examples handed out and records skipped, by reason."""
@@ -186,7 +150,8 @@ class TrainIterator:
     """JSON-serialisable state of the batches handed out so far."""
     return {'version': STATE_VERSION, 'process': list(self._process),
             'mixture': self._mixture.get_state(),
-            'tasks': {t: dict(s) for t, s in self._handed.items()}}
+            'tasks': {t: dict(s) for t, s in self._handed.items()},
+            'pending_losses': self._pending}
 
   def set_state(self, state: Mapping) -> None:
     """Restores ``get_state()``: the next batch is the one that followed."""
@@ -202,6 +167,7 @@ class TrainIterator:
                        f'pipeline has {sorted(self._streams)}.')
     self._stop_producers()
     self._mixture.set_state(state['mixture'])
+    self._pending = state.get('pending_losses')    # absent in older states
     for task, stream in self._streams.items():
       stream.set_state(state['tasks'][task])
       self._handed[task] = stream.get_state()
@@ -224,16 +190,16 @@ class TrainIterator:
     self.close()
 
 
-def make_train_iterator(data_cfg, vocab, *, tasks=None, process_index=0,
-                        process_count=1, sources=None,
+def make_train_iterator(data_cfg, vocab, plans: Sequence[plan_lib.TaskPlan],
+                        *, process_index=0, process_count=1, sources=None,
                         pad_sync: Optional[PadSync] = None) -> TrainIterator:
   """The mixed training iterator of this process.
 
   Args:
     data_cfg: ``config.data``.
     vocab: the shared subword vocabulary (``encode``/``decode``).
-    tasks: task names or Task objects; default every task in
-      ``data_cfg.mixture``. Weight 0 disables a task.
+    plans: the tasks to train (``plan.resolve(config)``): their mixture
+      weights, batch sizes and batch specs.
     process_index: this process (``jax.process_index()``).
     process_count: all processes (``jax.process_count()``).
     sources: optional ``{task name: random-access source}`` replacing the
@@ -245,26 +211,28 @@ def make_train_iterator(data_cfg, vocab, *, tasks=None, process_index=0,
     A ``TrainIterator`` yielding ``(task_name, batch)``.
   """
   _check_process(process_index, process_count)
-  task_objs, weights = resolve_tasks(data_cfg, tasks)
-  srcs = {t.name: task_source(t, 'train', data_cfg, sources)
-          for t in task_objs}
+  if not plans:
+    raise ValueError('No task to train: plans is empty.')
+  srcs = {p.name: task_source(p.task, 'train', data_cfg, sources)
+          for p in plans}
   sizes = {n: len(s) for n, s in srcs.items()}
   mixture = mixture_lib.Mixture(
-      weights, data_cfg.mixing, sizes=sizes,
-      temperature=float(data_cfg.mixing_temperature),
+      {p.name: p.mixture_weight for p in plans}, data_cfg.mixing,
+      sizes=sizes, temperature=float(data_cfg.mixing_temperature),
       decay=float(data_cfg.adaptive_decay), seed=int(data_cfg.shuffle_seed))
   task_streams = {}
-  for t in task_objs:
-    pre = preprocess.Preprocessor(t, data_cfg, vocab, train=True)
+  for p in plans:
+    pre = preprocess.Preprocessor(p.task, data_cfg, vocab, train=True,
+                                  image_size=p.image_size)
     ds = streams.train_dataset(
-        srcs[t.name], pre, name=t.name, seed=int(data_cfg.shuffle_seed),
+        srcs[p.name], pre, name=p.name, seed=int(data_cfg.shuffle_seed),
         process_index=process_index, process_count=process_count)
-    task_streams[t.name] = streams.TaskStream(
-        t.name, ds, batch_spec(t, data_cfg),
-        train_batch_size(t.name, data_cfg, process_count),
+    task_streams[p.name] = streams.TaskStream(
+        p.name, ds, p.spec, p.local_batch_size(process_count),
         worker_count=int(data_cfg.worker_count))
-  for name, p in mixture.probabilities().items():
-    logging.info('Task %s: p=%.4f, %d train records.', name, p, sizes[name])
+  for name, prob in mixture.probabilities().items():
+    logging.info('Task %s: p=%.4f, %d train records.', name, prob,
+                 sizes[name])
   if pad_sync is None and process_count > 1:
     pad_sync = process_max
   return TrainIterator(task_streams, mixture,
@@ -310,24 +278,28 @@ class EvalIterator:
     return dict(self._counters.values)
 
 
-def make_eval_iterator(data_cfg, vocab, task, split: str, *, process_index=0,
-                       process_count=1, source=None, batch_size=None,
+def make_eval_iterator(data_cfg, vocab, task: plan_lib.TaskPlan, split: str,
+                       *, process_index=0, process_count=1, source=None,
+                       batch_size=None,
                        pad_sync: Optional[PadSync] = None) -> EvalIterator:
-  """Evaluation pass over ``split`` of ``task`` (a name or Task object).
+  """Evaluation pass over ``split`` of ``task`` (its ``plan.TaskPlan``).
 
-  ``batch_size`` defaults to this process's share of ``data_cfg.batch_size``;
-  ``source`` overrides the registry's split.
+  ``batch_size`` (this process's) defaults to its share of
+  ``data_cfg.batch_size``; ``source`` overrides the registry's split.
   """
   _check_process(process_index, process_count)
-  task = registry.get(task) if isinstance(task, str) else task
   if batch_size is None:
-    batch_size = local_batch_size(int(data_cfg.batch_size), process_count)
-  src = source if source is not None else task_source(task, split, data_cfg)
-  pre = preprocess.Preprocessor(task, data_cfg, vocab, train=False)
+    batch_size = plan_lib.local_batch_size(int(data_cfg.batch_size),
+                                           process_count)
+  src = (source if source is not None
+         else task_source(task.task, split, data_cfg))
+  pre = preprocess.Preprocessor(task.task, data_cfg, vocab, train=False,
+                                image_size=task.image_size)
   if pad_sync is None and process_count > 1:
     pad_sync = process_max
-  return EvalIterator(task.name, src, pre, batch_spec(task, data_cfg),
-                      batch_size=int(batch_size), process_index=process_index,
+  return EvalIterator(task.name, src, pre, task.spec,
+                      batch_size=int(batch_size),
+                      process_index=process_index,
                       process_count=process_count, pad_sync=pad_sync)
 
 

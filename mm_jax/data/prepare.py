@@ -23,6 +23,7 @@ from typing import Callable, Optional, Sequence
 
 from absl import flags
 
+from mm_jax.data import plan
 from mm_jax.data import registry
 from mm_jax.data import vocab as vocab_lib
 from mm_jax.data.tiny import builders
@@ -33,9 +34,10 @@ TINY_DATASETS = {'speech_en': 'tiny_speech', 'imagenet': 'tiny_images',
 
 
 def enabled_tasks(data_cfg) -> list[registry.Task]:
-  """Tasks with a positive weight in ``config.data.mixture``."""
-  return [registry.get(name) for name, weight in data_cfg.mixture.items()
-          if weight > 0]
+  """The enabled tasks (``plan.enabled_names``) in the mixture table's
+  order, which the vocabulary's corpus follows."""
+  enabled = set(plan.enabled_names(data_cfg))
+  return [registry.get(name) for name in data_cfg.mixture if name in enabled]
 
 
 def tiny_datasets(tasks) -> list[str]:

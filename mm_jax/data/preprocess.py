@@ -37,11 +37,9 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 from PIL import Image
 
+from mm_jax import contract
 from mm_jax.data import audio
 
-PAD_ID = 0
-EOS_ID = 1
-MEL_BINS = 80
 SAMPLE_RATE = audio.SAMPLE_RATE
 
 # Train-time random crop: kept fraction of the image area, and aspect range.
@@ -72,7 +70,7 @@ def encode_text(text: Union[str, bytes], vocab, max_length: int):
     return Skip('corrupt', f'text field is {type(text).__name__}, not str')
   if not text.strip():
     return Skip('empty', 'empty text')
-  ids = list(vocab.encode(text)) + [EOS_ID]
+  ids = list(vocab.encode(text)) + [contract.EOS_ID]
   if len(ids) > max_length:
     return Skip('too_long', f'{len(ids)} tokens > {max_length}')
   return np.asarray(ids, np.int32)
@@ -168,21 +166,13 @@ def audio_features(waveform, sample_rate: int, *, deltas: bool,
   if not np.all(np.isfinite(wav)):
     return Skip('corrupt', 'non-finite waveform samples')
   feats = audio.log_mel(wav, sample_rate=int(sample_rate),
-                        num_mel_bins=MEL_BINS, deltas=deltas)
+                        num_mel_bins=contract.MEL_BINS, deltas=deltas)
   frames = feats.shape[0]
   if frames == 0:
     return Skip('empty', 'waveform shorter than one frame')
   if frames > max_frames:
     return Skip('too_long', f'{frames} frames > {max_frames}')
   return np.asarray(feats, np.float32)
-
-
-def image_size_for(task, data_cfg) -> int:
-  """Side of the square images ``task`` reads: ``data_cfg.class_image_size``
-  for image -> class tasks when set (non-zero), else ``data_cfg.image_size``."""
-  if task.output_modality == 'class' and int(data_cfg.class_image_size):
-    return int(data_cfg.class_image_size)
-  return int(data_cfg.image_size)
 
 
 class Preprocessor:
@@ -193,11 +183,12 @@ class Preprocessor:
   dict of arrays (see the module docstring) or a ``Skip``.
   """
 
-  def __init__(self, task, data_cfg, vocab, *, train: bool):
+  def __init__(self, task, data_cfg, vocab, *, train: bool,
+               image_size: int):
     self.task = task
     self.vocab = vocab
     self.train = train
-    self.image_size = image_size_for(task, data_cfg)
+    self.image_size = int(image_size)     # ``plan.image_size``
     self.max_input_length = int(data_cfg.max_input_length)
     self.max_target_length = int(data_cfg.max_target_length)
     self.audio_max_frames = int(data_cfg.audio_max_frames)
@@ -205,12 +196,10 @@ class Preprocessor:
     is_class = task.output_modality == 'class'
     self.crop_area = CLASS_CROP_AREA if is_class else CAPTION_CROP_AREA
     self.flip = is_class
-    if task.input_modality not in ('text', 'image', 'audio'):
-      raise ValueError(f'Task {task.name!r}: unknown input modality '
-                       f'{task.input_modality!r}; use text, image or audio.')
-    if task.output_modality not in ('text', 'class'):
-      raise ValueError(f'Task {task.name!r}: unknown output modality '
-                       f'{task.output_modality!r}; use text or class.')
+    try:
+      contract.check_modalities(task.input_modality, task.output_modality)
+    except ValueError as e:
+      raise ValueError(f'Task {task.name!r}: {e}') from None
 
   def __call__(self, raw: Any, rng: Optional[np.random.Generator] = None):
     if isinstance(raw, Skip):

@@ -48,14 +48,13 @@ import dataclasses
 import functools
 from typing import Callable, Mapping, Optional, Sequence
 
+from mm_jax import contract
 from mm_jax.data import sources
 from mm_jax.data.sources import CorruptExample  # pylint: disable=unused-import
 from mm_jax.data.tiny import vision
 
 # Rows of the learned task-token table (decoder position 0).
 TARGET_SPACES = {'generic': 0, 'en': 1, 'de': 2, 'fr': 3, 'parse': 4}
-INPUT_MODALITIES = ('text', 'image', 'audio')
-OUTPUT_MODALITIES = ('text', 'class')
 SUITES = ('tiny', 'real')
 
 Loader = Callable[[str, object], Sequence[dict]]
@@ -70,7 +69,6 @@ class Task:
   output_modality: str                # 'text' | 'class'
   target_space: Optional[str]         # key of TARGET_SPACES; None for class
   sources: Mapping[str, Loader]       # suite -> fn(split, data_cfg) -> source
-  loss_weight: float = 1.0
   metrics: tuple[str, ...] = ()
   text_fields: tuple[str, ...] = ()   # raw fields with text (vocabulary)
   # Class output: suite -> the label of each class id, where the data names
@@ -79,12 +77,14 @@ class Task:
       default_factory=dict)
 
   def __post_init__(self):
-    if self.input_modality not in INPUT_MODALITIES:
+    if self.input_modality not in contract.INPUT_MODALITIES:
       raise ValueError(f'Task {self.name}: input_modality '
-                       f'{self.input_modality!r} not in {INPUT_MODALITIES}.')
-    if self.output_modality not in OUTPUT_MODALITIES:
+                       f'{self.input_modality!r} not in '
+                       f'{contract.INPUT_MODALITIES}.')
+    if self.output_modality not in contract.OUTPUT_MODALITIES:
       raise ValueError(f'Task {self.name}: output_modality '
-                       f'{self.output_modality!r} not in {OUTPUT_MODALITIES}.')
+                       f'{self.output_modality!r} not in '
+                       f'{contract.OUTPUT_MODALITIES}.')
     if self.output_modality == 'text' and (
         self.target_space not in TARGET_SPACES):
       raise ValueError(f'Task {self.name}: text output needs target_space in '
@@ -180,7 +180,7 @@ def _translation_task(src: str, tgt: str) -> Task:
 def _builtin_tasks() -> list[Task]:
   return [
       Task(name='speech_en', input_modality='audio', output_modality='text',
-           target_space='en', loss_weight=2.0,
+           target_space='en',
            # Tiny targets are the spoken words: lower case, no punctuation,
            # like LibriSpeech and normalised WSJ transcripts.
            sources={'tiny': _P(_tiny_loader, 'tiny_speech',
@@ -195,7 +195,7 @@ def _builtin_tasks() -> list[Task]:
            metrics=TEXT_METRICS + ('sequence_accuracy',),
            text_fields=('inputs', 'targets')),
       Task(name='imagenet', input_modality='image', output_modality='class',
-           target_space=None, loss_weight=0.7,
+           target_space=None,
            sources={'tiny': _P(_tiny_loader, 'tiny_images',
                                sources.image_class),
                     # The labelled ImageNet test set is not public: the paper

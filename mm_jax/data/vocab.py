@@ -29,7 +29,8 @@ from typing import Iterable, Optional, Sequence, Union
 import numpy as np
 import sentencepiece as spm
 
-PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
+from mm_jax import contract
+
 MAX_EXAMPLES_PER_TASK = 20_000
 RECIPE_VERSION = 1
 _BOUNDARY = '\u2581'   # SentencePiece's word-boundary marker '▁'
@@ -43,7 +44,8 @@ class Vocabulary:
     self.path = path
     self._sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
     if (self._sp.pad_id(), self._sp.eos_id(), self._sp.unk_id(),
-        self._sp.bos_id()) != (PAD_ID, EOS_ID, UNK_ID, -1):
+        self._sp.bos_id()) != (contract.PAD_ID, contract.EOS_ID,
+                               contract.UNK_ID, -1):
       raise ValueError(f'SentencePiece model {path or ""} does not use the '
                        'id layout pad 0, eos 1, unk 2, no bos; retrain it '
                        'with mm_jax.data.vocab.')
@@ -64,16 +66,16 @@ class Vocabulary:
     if isinstance(text, bytes):
       text = text.decode('utf-8')
     ids = self._sp.encode(text)
-    return ids + [EOS_ID] if add_eos else ids
+    return ids + [contract.EOS_ID] if add_eos else ids
 
   def decode(self, ids: Iterable[int]) -> str:
     """Ids [L] -> text; stops at the first EOS, skips pad, unknown ids unk."""
     out = []
     for i in np.asarray(list(ids), np.int64).ravel().tolist():
-      if i == EOS_ID:
+      if i == contract.EOS_ID:
         break
-      if i != PAD_ID:
-        out.append(i if 0 <= i < self.size else UNK_ID)
+      if i != contract.PAD_ID:
+        out.append(i if 0 <= i < self.size else contract.UNK_ID)
     return self._sp.decode(out)
 
   def pieces(self, text: str) -> list[str]:
@@ -113,7 +115,8 @@ def train(sentences: Sequence[str], vocab_size: int,
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(sentences), model_writer=writer,
       vocab_size=vocab_size, model_type='unigram', hard_vocab_limit=False,
-      pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1,
+      pad_id=contract.PAD_ID, eos_id=contract.EOS_ID,
+      unk_id=contract.UNK_ID, bos_id=-1,
       user_defined_symbols=symbols, character_coverage=character_coverage,
       byte_fallback=byte_fallback, max_sentence_length=16384,
       num_threads=min(os.cpu_count() or 1, 8), minloglevel=2)

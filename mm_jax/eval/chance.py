@@ -21,20 +21,19 @@ from typing import Dict
 import numpy as np
 
 from mm_jax.data import pipeline
-from mm_jax.data import registry
+from mm_jax.data import plan
 
 
 def chance_levels(config, vocab, split: str = 'validation'
                   ) -> Dict[str, Dict[str, float]]:
   """{task: {metric: chance value}} for the tasks of ``config``'s mixture."""
-  tasks = sorted(t for t, w in config.data.mixture.items() if w > 0)
   out = {}
-  for name in tasks:
-    task = registry.get(name)
+  for task_plan in plan.resolve(config):
+    task, name = task_plan.task, task_plan.name
     tokens, classes, sequences = (collections.Counter(),
                                   collections.Counter(),
                                   collections.Counter())
-    batches = pipeline.eval_batches(config.data, vocab, task, split,
+    batches = pipeline.eval_batches(config.data, vocab, task_plan, split,
                                     batch_size=int(config.eval.batch_size))
     for i, batch in enumerate(batches):
       if config.eval.max_batches and i >= config.eval.max_batches:

@@ -1,6 +1,6 @@
 """Evaluation passes during training: ``Evaluator`` and its sample writing.
 
-  run_eval = evaluator.Evaluator(config, model, vocab, compiler, tasks)
+  run_eval = evaluator.Evaluator(config, model, vocab, compiler, plans)
   metrics = run_eval(step, params, reporter, workdir)
 
 Each call evaluates every task on every split of ``config.eval.splits``
@@ -19,7 +19,7 @@ import numpy as np
 
 from mm_jax import sharding
 from mm_jax.data import pipeline
-from mm_jax.data import registry
+from mm_jax.data import plan as plan_lib
 from mm_jax.eval import evaluate
 
 
@@ -52,16 +52,18 @@ def _decode_fn(model, task, eval_cfg, compiler):
 class Evaluator:
   """Evaluation passes of the enabled tasks over ``config.eval.splits``."""
 
-  def __init__(self, config, model, vocab, compiler, tasks):
+  def __init__(self, config, model, vocab, compiler, plans):
+    """``plans``: the run's tasks (``plan.resolve(config)``)."""
     self.config, self.model, self.vocab = config, model, vocab
     self.compiler = compiler
-    self.tasks = [registry.get(t) for t in tasks]
+    self.tasks = [p.task for p in plans]
     index, count = jax.process_index(), jax.process_count()
-    batch = pipeline.local_batch_size(int(config.eval.batch_size), count)
+    batch = plan_lib.local_batch_size(int(config.eval.batch_size), count,
+                                      where='config.eval.batch_size')
     self.iterators = {
-        split: {t.name: pipeline.make_eval_iterator(
-            config.data, vocab, t, split, process_index=index,
-            process_count=count, batch_size=batch) for t in self.tasks}
+        split: {p.name: pipeline.make_eval_iterator(
+            config.data, vocab, p, split, process_index=index,
+            process_count=count, batch_size=batch) for p in plans}
         for split in config.eval.splits}
     self.decode_fns = {t.name: _decode_fn(model, t, config.eval, compiler)
                        for t in self.tasks}

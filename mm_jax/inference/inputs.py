@@ -2,7 +2,7 @@
 
 The same preprocessing as evaluation (``mm_jax.data.preprocess``): images
 are centre-cropped and resized to the task's size
-(``preprocess.image_size_for``: ``config.data.class_image_size`` for
+(``plan.image_size``: ``config.data.class_image_size`` for
 classification when set, else ``config.data.image_size``); waveforms go
 through ``audio.log_mel`` (resampled to 16 kHz, deltas as in training);
 text is tokenised with the run's vocabulary and ends with EOS. Image arrays
@@ -25,10 +25,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 from PIL import Image
 
+from mm_jax import contract
 from mm_jax.data import batching
 from mm_jax.data import preprocess
-
-PAD_ID, EOS_ID = preprocess.PAD_ID, preprocess.EOS_ID
 
 
 # ----------------------------------------------------------------- buckets --
@@ -78,7 +77,7 @@ def text_ids(text: Any, vocab, index: int) -> np.ndarray:
   if not text.strip():
     raise ValueError(f'Input {index} is an empty string; every input needs '
                      'at least one word.')
-  return np.asarray(vocab.encode(text) + [EOS_ID], np.int32)
+  return np.asarray(vocab.encode(text) + [contract.EOS_ID], np.int32)
 
 
 def _is_image_path(x) -> bool:
@@ -216,15 +215,13 @@ def pad_batch(examples: Sequence[np.ndarray], batch: int, modality: str,
     inputs_mask bool [B, A] for audio.
   """
   if modality == 'image':
-    out = np.zeros((batch,) + examples[0].shape, np.float32)  # [B, Y, X, 3]
-    out[:len(examples)] = np.stack(examples)
-    return {'inputs': out}
+    y, *tail = examples[0].shape                              # [B, Y, X, 3]
+    return {'inputs': batching.stack_padded(examples, y, batch, tail,
+                                            np.float32)}
   length = batching.bucket_length(max(len(x) for x in examples), buckets)
-  tail = examples[0].shape[1:]
   dtype = np.int32 if modality == 'text' else np.float32
-  out = np.zeros((batch, length) + tail, dtype)               # [B, L, ...]
-  for i, x in enumerate(examples):
-    out[i, :len(x)] = x
+  out = batching.stack_padded(examples, length, batch,        # [B, L, ...]
+                              examples[0].shape[1:], dtype)
   if modality == 'text':
     return {'inputs': out}
   frames = np.asarray([len(x) for x in examples] +

@@ -33,7 +33,7 @@ import numpy as np
 from mm_jax import config_defaults
 from mm_jax import decode
 from mm_jax import sharding
-from mm_jax.data import preprocess
+from mm_jax.data import plan
 from mm_jax.data import registry
 from mm_jax.data import trees
 from mm_jax.inference import inputs as inputs_lib
@@ -214,8 +214,8 @@ class Predictor:
     if task not in registry.names():
       raise ValueError(f'Unknown task {task!r}; choose one of '
                        f'{registry.names()}.')
-    spec = registry.get(task)
-    self._warn_untrained(task)
+    spec = plan.for_task(self.config, task)
+    self._warn_untrained(spec)
     examples = self._examples(spec, inputs, sample_rate)
     self._warn_long(spec.input_modality, examples)
     if spec.output_modality == 'class':
@@ -228,21 +228,20 @@ class Predictor:
     beam = _positive('beam_size', beam_size)
     length = _positive('max_length', self.config.eval.max_decode_length
                        if max_length is None else max_length)
-    space = registry.TARGET_SPACES[spec.target_space]
+    space = spec.spec.target_space
     return self._run(spec.input_modality, examples,
                      lambda batch: self._beam_search(batch, spec, space,
                                                      beam, length))
 
   # ------------------------------------------------------------ internals --
 
-  def _warn_untrained(self, task: str) -> None:
-    mixture = self.config.data.mixture
-    if task in self._warned:
+  def _warn_untrained(self, task: plan.TaskPlan) -> None:
+    if task.name in self._warned:
       return
-    self._warned.add(task)
-    if task not in mixture or mixture[task] <= 0:
+    self._warned.add(task.name)
+    if task.mixture_weight <= 0:
       logging.warning('Task %s had no weight in this run\'s mixture: the '
-                      'model was not trained on it.', task)
+                      'model was not trained on it.', task.name)
 
   def _warn_long(self, modality: str, examples: list) -> None:
     """One warning when inputs are longer than any training example."""
@@ -263,15 +262,15 @@ class Predictor:
         len(long), len(examples), key, limit, unit, shown, more)
 
   def _examples(self, task, inputs, sample_rate) -> list:
-    """Raw inputs of ``task`` (a registry Task) -> processed examples (see
-    inputs.py), validated."""
+    """Raw inputs of ``task`` (its ``plan.TaskPlan``) -> processed examples
+    (see inputs.py), validated."""
     modality = task.input_modality
     if modality == 'text':
       items = inputs_lib.as_list(inputs, lambda x: isinstance(x, (str, bytes)))
       return [inputs_lib.text_ids(x, self.vocab, i)
               for i, x in enumerate(items)]
     if modality == 'image':
-      size = preprocess.image_size_for(task, self.config.data)
+      size = task.image_size
       return [inputs_lib.image_array(x, i, size)
               for i, x in enumerate(inputs_lib.image_list(inputs))]
     if self.config.model.audio_input != 'spectrogram':

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from mm_jax import contract
 from mm_jax.model import multimodel
 
 # Every modality path the model has; ``init`` runs each once.
@@ -44,25 +45,18 @@ def create_model(config) -> multimodel.MultiModel:
 def dummy_batch(cfg, input_modality: str, output_modality: str,
                 batch_size: int = 1, length: int = 4,
                 image_size: int = 32, frames: int = 16) -> Dict[str, Any]:
-  """A small all-ones batch with the shapes of the batch contract."""
+  """A small constant batch of the contract (``contract.example_batch``)
+  that ``cfg`` (``config.model``) reads: its audio bins and channels, or
+  waveforms for ``audio_input='waveform'``."""
   multimodel.check_modalities(input_modality, output_modality)
-  b = batch_size
-  if input_modality == 'text':
-    batch = {'inputs': np.ones((b, length), np.int32)}
-  elif input_modality == 'image':
-    batch = {'inputs': np.ones((b, image_size, image_size, 3), np.float32)}
-  else:
-    batch = {'inputs': np.ones((b, frames, cfg.audio_mel_bins,
-                                cfg.audio_channels), np.float32),
-             'inputs_mask': np.ones((b, frames), bool)}
-    if cfg.audio_input == 'waveform':
-      batch = {'inputs': np.ones((b, frames * 160), np.float32),
-               'inputs_mask': np.ones((b, frames * 160), bool)}
-  if output_modality == 'class':
-    batch['targets'] = np.zeros((b,), np.int32)
-  else:
-    batch['targets'] = np.ones((b, length), np.int32)
-    batch['target_space'] = np.ones((b,), np.int32)
+  batch = contract.example_batch(
+      input_modality, output_modality, batch_size, length=length,
+      target_length=length, image_size=image_size, frames=frames,
+      mel_bins=cfg.audio_mel_bins, channels=cfg.audio_channels)
+  if input_modality == 'audio' and cfg.audio_input == 'waveform':
+    samples = frames * 160                  # 10 ms hops at 16 kHz
+    batch.update(inputs=np.ones((batch_size, samples), np.float32),
+                 inputs_mask=np.ones((batch_size, samples), bool))
   return batch
 
 

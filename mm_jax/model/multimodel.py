@@ -22,25 +22,20 @@ import jax.numpy as jnp
 import ml_collections
 
 from mm_jax import axes
+from mm_jax import contract
 from mm_jax.model import body
 from mm_jax.model.modalities import audio, categorical, image, language
 from mm_jax.model.modalities import task_token
-
-INPUT_MODALITIES = ('text', 'image', 'audio')
-OUTPUT_MODALITIES = ('text', 'class')
 
 Batch = Dict[str, jax.Array]
 Grid = Optional[Tuple[int, int]]
 
 
 def check_modalities(input_modality: str, output_modality: str) -> None:
-  """Raises ValueError naming the supported choices for a bad pair."""
-  if input_modality not in INPUT_MODALITIES:
-    raise ValueError(f'Unknown input modality {input_modality!r}; the model '
-                     f'reads {INPUT_MODALITIES}.')
-  if output_modality not in OUTPUT_MODALITIES:
-    raise ValueError(f'Unknown output modality {output_modality!r}; the model '
-                     f'writes {OUTPUT_MODALITIES}.')
+  """Raises ValueError naming the supported choices for a bad pair: the
+  contract's modalities (``contract.check_modalities``), and class outputs
+  only from images."""
+  contract.check_modalities(input_modality, output_modality)
   if output_modality == 'class' and input_modality != 'image':
     raise ValueError('Class output reads the 2-D grid of an image input; '
                      f'got input modality {input_modality!r}.')
@@ -89,7 +84,7 @@ class MultiModel(nn.Module):
       x, mask = self.audio(inputs, inputs_mask)
     else:
       raise ValueError(f'Unknown input modality {input_modality!r}; the model '
-                       f'reads {INPUT_MODALITIES}.')
+                       f'reads {contract.INPUT_MODALITIES}.')
     x = nn.with_logical_constraint(x, (axes.BATCH, axes.LENGTH, axes.EMBED))
     return self.encoder(x, mask, train=train), mask, grid
 

@@ -43,6 +43,7 @@ from mm_jax import compile_cache
 from mm_jax import sharding
 from mm_jax import validate
 from mm_jax.data import pipeline
+from mm_jax.data import plan
 from mm_jax.data import prepare
 from mm_jax.data import registry
 from mm_jax.eval import evaluator as evaluator_lib
@@ -99,13 +100,6 @@ def prepare_vocab(config):
   return vocab
 
 
-def _abstract(abstract_state, shardings):
-  """ShapeDtypeStructs with ``.sharding``: the target of a restore."""
-  return jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      abstract_state, shardings)
-
-
 class Window:
   """Host metrics of the steps since the last log, averaged per key.
 
@@ -144,15 +138,37 @@ def _data_scalars(counters: Mapping[str, Mapping[str, int]]) -> Dict[str, int]:
           for name, value in sorted(values.items())}
 
 
-def _enabled_tasks(config) -> list:
-  return sorted(t for t, w in config.data.mixture.items() if w > 0)
-
-
-def _feed(fetched, adaptive: bool) -> Optional[Dict[str, float]]:
-  """The loss of a fetched step for the adaptive mixer, or None."""
-  if not adaptive or fetched is None:
-    return None
+def _losses(fetched) -> Dict[str, float]:
+  """The loss of a fetched step, as the adaptive mixer takes it."""
   return {fetched.task: float(fetched.metrics[f'{fetched.task}/loss'])}
+
+
+class _Progress:
+  """Logs the fetched steps: window means at multiples of
+  ``train.log_every`` (if > 0) and at the last step; keeps the last line."""
+
+  def __init__(self, config, reporter, it, compiler):
+    self.total = int(config.train.num_train_steps)
+    self.every = int(config.train.log_every)
+    self.reporter, self.it, self.compiler = reporter, it, compiler
+    self.window = Window()      # log_every 0: one line at the end, over all
+    self.final: Dict[str, Any] = {}
+
+  def add(self, fetched) -> None:
+    if fetched is None:
+      return
+    self.window.add(fetched.task, fetched.metrics)
+    if fetched.step != self.total and not _due(fetched.step, self.every):
+      return
+    scalars = self.window.means()
+    scalars.update(self.reporter.progress(fetched.step))
+    scalars.update(_data_scalars(self.it.counters()))
+    scalars['compilations'] = len(self.compiler.compilations)
+    self.reporter.write_scalars(fetched.step, scalars)
+    if self.window.loads:
+      self.reporter.write_histograms(fetched.step, self.window.histograms())
+    self.final = scalars
+    self.window.reset()
 
 
 def _lock_workdir(workdir: str, stack: contextlib.ExitStack) -> None:
@@ -199,6 +215,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     flag = stack.enter_context(preemption.install_signal_handlers())
     _lock_workdir(workdir, stack)        # released when the stack closes
     vocab = prepare_vocab(config)
+    plans = plan.resolve(config)        # every per-task fact, once
     model = factory.create_model(config)
     mesh = sharding.make_mesh(config.mesh)
     logging.info('Mesh %s, rules %s.', dict(mesh.shape),
@@ -209,7 +226,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
         workdir, keep=int(config.train.keep_checkpoints),
         every=int(config.train.checkpoint_every) or 1))   # 0: final only
     restored = checkpointer.restore_or_init(
-        _abstract(abstract, shardings),
+        abstract,
         lambda: state_lib.create_train_state(config, model, mesh, tx)[0],
         init_from=config.train.init_from, vocab_sha256=vocab.sha256,
         model_config=config.model)
@@ -224,22 +241,22 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     logging.info('%d parameters.',
                  factory.param_count({'params': restored.state.params}))
     it = stack.enter_context(pipeline.make_train_iterator(
-        config.data, vocab, process_index=jax.process_index(),
+        config.data, vocab, plans, process_index=jax.process_index(),
         process_count=jax.process_count()))
     saved = restored.data_state or {}
     if 'iterator' in saved:
       it.set_state(saved['iterator'])
     compiler = step_lib.StepCompiler(model, config, mesh, shardings, tx,
-                                     schedule)
-    tasks = _enabled_tasks(config)
+                                     schedule, plans=plans)
     evaluator = (evaluator_lib.Evaluator(config, model, vocab, compiler,
-                                         tasks)
+                                         plans)
                  if config.eval.splits else None)
-    meta = checkpoint_lib.make_meta(
-        config, vocab, registry.class_names(tasks, config.data.suite))
+    meta = checkpoint_lib.make_meta(config, vocab, registry.class_names(
+        [p.name for p in plans], config.data.suite))
+    if saved.get('unfed'):          # saved before the iterator held them
+      it.update_losses(saved['unfed'], after_next_draw=True)
     return _run(config, workdir, restored.state, start, it, compiler,
-                evaluator, checkpointer, reporter, flag, meta,
-                saved.get('unfed'))
+                evaluator, checkpointer, reporter, flag, meta)
 
 
 def _due(step: int, every: int) -> bool:
@@ -247,46 +264,34 @@ def _due(step: int, every: int) -> bool:
   return every > 0 and step % every == 0
 
 
+def _save(step, state, it, lagged, progress, checkpointer, meta, *,
+          adaptive: bool, force: bool = False) -> None:
+  """Checks and logs the queued step, then saves the state and the data
+  state. Under adaptive mixing that step's loss goes to the iterator, to be
+  applied after its next draw (as every step's loss is, one step late);
+  the iterator's state carries it, so a resumed run draws the same tasks."""
+  fetched = lagged.drain()
+  progress.add(fetched)
+  if adaptive and fetched is not None:
+    it.update_losses(_losses(fetched), after_next_draw=True)
+  if checkpointer.save(step, state, {'iterator': it.get_state()}, meta,
+                       force=force):
+    lagged.last_checkpoint = step
+
+
 def _run(config, workdir, state, start, it, compiler, evaluator,
-         checkpointer, reporter, flag, meta, unfed):
+         checkpointer, reporter, flag, meta):
   """The step loop of ``train_and_evaluate`` (arguments are its parts)."""
   train = config.train
   total = int(train.num_train_steps)
   adaptive = config.data.mixing == 'adaptive'
   lagged = reporting.LaggedMetrics()
   lagged.last_checkpoint = checkpointer.latest_step()
-  window, final, evaluated = Window(), {}, None
-  preempted = False
-
-  def consume(fetched):
-    """Accumulates a fetched step; logs at multiples of log_every (if > 0)
-    and at the last step."""
-    nonlocal final
-    if fetched is None:
-      return
-    window.add(fetched.task, fetched.metrics)   # log_every 0: one line at
-                                                # the end, over every step
-    if fetched.step != total and not _due(fetched.step, train.log_every):
-      return
-    scalars = window.means()
-    scalars.update(reporter.progress(fetched.step))
-    scalars.update(_data_scalars(it.counters()))
-    scalars['compilations'] = len(compiler.compilations)
-    reporter.write_scalars(fetched.step, scalars)
-    if window.loads:
-      reporter.write_histograms(fetched.step, window.histograms())
-    final = scalars
-    window.reset()
-
-  def save(step, force=False):
-    fetched = lagged.drain()
-    consume(fetched)
-    held = _feed(fetched, adaptive) or unfed
-    data_state = {'iterator': it.get_state(), 'unfed': held}
-    if checkpointer.save(step, state, data_state, meta, force=force):
-      lagged.last_checkpoint = step
-    return held
-
+  progress = _Progress(config, reporter, it, compiler)
+  save = functools.partial(_save, it=it, lagged=lagged, progress=progress,
+                           checkpointer=checkpointer, meta=meta,
+                           adaptive=adaptive)
+  evaluated, preempted = None, False
   for step in range(start, total):
     if flag.any_process():
       preempted = True
@@ -294,26 +299,23 @@ def _run(config, workdir, state, start, it, compiler, evaluator,
                       flag.signal_name or 'signal on another process')
       break
     task, batch = next(it)
-    if unfed:
-      it.update_losses(unfed)
-      unfed = None
     state, metrics = compiler.train(state, task, batch)
     done = step + 1
-    fetched = lagged.push(done, task, metrics)
-    consume(fetched)
-    losses = _feed(fetched, adaptive)
-    if losses:
-      it.update_losses(losses)
+    fetched = lagged.push(done, task, metrics)    # the previous step's
+    progress.add(fetched)
+    if adaptive and fetched is not None:
+      it.update_losses(_losses(fetched))
     if _due(done, train.checkpoint_every) and done != total:
-      unfed = save(done)
+      save(done, state)
     if evaluator and _due(done, train.eval_every) and done != total:
       evaluated = evaluator(done, state.params, reporter, workdir)
   done = int(jax.device_get(state.step))
-  save(done, force=True)
+  save(done, state, force=True)
   checkpointer.wait()
   if evaluator and not preempted:
     evaluated = evaluator(done, state.params, reporter, workdir)
   reporter.flush()
   logging.info('%s at step %d.', 'Preempted' if preempted else 'Finished',
                done)
-  return {**final, **(evaluated or {}), 'step': done, 'preempted': preempted}
+  return {**progress.final, **(evaluated or {}), 'step': done,
+          'preempted': preempted}

@@ -55,10 +55,12 @@ def _init(key: jax.Array, *, model, tx) -> TrainState:
 def state_shardings(config, model, mesh: jax.sharding.Mesh,
                     tx: optax.GradientTransformation
                     ) -> Tuple[TrainState, TrainState]:
-  """(abstract state of ShapeDtypeStructs, state of NamedShardings).
+  """(abstract state, state of NamedShardings): the one abstract-state path.
 
-  Parameters use ``sharding.param_rules(config.mesh)`` (storage); nothing is
-  allocated.
+  The abstract state holds ``jax.ShapeDtypeStruct``s that carry their
+  ``.sharding``: the target of a checkpoint restore, and the argument of
+  ahead-of-time lowering (benchmark, AOT check). Parameters use
+  ``sharding.param_rules(config.mesh)`` (storage); nothing is allocated.
   """
   key = jax.random.key(config.seed)
   boxed = jax.eval_shape(functools.partial(factory.init_variables, model),
@@ -73,19 +75,21 @@ def state_shardings(config, model, mesh: jax.sharding.Mesh,
       transform_non_params=lambda _: rep)
   shardings = TrainState(step=rep, params=param_sh, opt_state=opt_sh, rng=rep)
   _check_divisible(abstract, shardings)
+  abstract = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      abstract, shardings)
   return abstract, shardings
 
 
 def abstract_train_state(config, model, mesh: jax.sharding.Mesh,
                          tx: Optional[optax.GradientTransformation] = None
                          ) -> TrainState:
-  """ShapeDtypeStructs with ``.sharding`` set: the target of a restore."""
+  """ShapeDtypeStructs with ``.sharding`` set: the target of a restore
+  (``state_shardings``'s abstract state, with the config's optimiser by
+  default)."""
   if tx is None:
     tx = optim.make_optimizer(config.train, config.model.d_model)[0]
-  abstract, shardings = state_shardings(config, model, mesh, tx)
-  return jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      abstract, shardings)
+  return state_shardings(config, model, mesh, tx)[0]
 
 
 def create_train_state(config, model, mesh: jax.sharding.Mesh,

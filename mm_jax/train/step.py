@@ -1,6 +1,7 @@
 """The train and eval steps (module-level, pure) and their compiler.
 
-  compiler = StepCompiler(model, config, mesh, shardings, tx, schedule)
+  compiler = StepCompiler(model, config, mesh, shardings, tx, schedule,
+                          plans=plan.resolve(config))
   state, metrics = compiler.train(state, task_name, batch)   # numpy batch
   sums = compiler.eval(state.params, task_name, batch)
   scalars, histograms = split_metrics(metrics)
@@ -8,7 +9,8 @@
 ``train_step`` / ``eval_step`` are plain functions of arrays; everything
 static (model, modalities, loss weight, optimiser) is bound with
 ``functools.partial``. ``StepCompiler`` jits one function per task signature
-(input modality, output modality, loss weight) with the state's shardings,
+(``plan.Signature``: input modality, output modality, loss weight, from the
+run's task plan) with the state's shardings,
 the batch sharded over the batch mesh axes and the state donated; it lowers
 and compiles explicitly once per (signature, batch shapes) so that every
 compilation is logged with its own wall time. Tasks with the same signature
@@ -29,7 +31,7 @@ layers, as added to the loss), ``moe/drop_fraction`` (mean over layers),
 import functools
 import logging
 import time
-from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import flax
 import jax
@@ -39,7 +41,7 @@ import optax
 
 from mm_jax import sharding
 from mm_jax.data import batching
-from mm_jax.data import registry
+from mm_jax.data import plan as plan_lib
 from mm_jax.train import losses
 from mm_jax.train.state import TrainState
 
@@ -192,18 +194,16 @@ def split_metrics(metrics: Metrics) -> Tuple[Metrics, Metrics]:
   return scalars, hists
 
 
-class Signature(NamedTuple):
-  """What a compiled step depends on besides shapes."""
-  input_modality: str
-  output_modality: str
-  loss_weight: float
+Signature = plan_lib.Signature
 
 
 class StepCompiler:
   """Jitted, sharded train/eval steps, compiled once per signature + shapes.
 
   ``compiler_options`` go to XLA with every compilation (tests use a low
-  backend optimisation level to compile faster on CPU).
+  backend optimisation level to compile faster on CPU). ``plans``: the tasks
+  it compiles for (``plan.resolve(config)`` when not given), which give each
+  task's signature.
 
   Attributes:
     executables: {(kind, Signature, batch shapes): compiled executable}.
@@ -214,7 +214,8 @@ class StepCompiler:
   def __init__(self, model, config, mesh: jax.sharding.Mesh,
                state_shardings: TrainState, tx: optax.GradientTransformation,
                schedule: Optional[Callable[[jax.Array], jax.Array]] = None,
-               compiler_options: Optional[Dict[str, Any]] = None):
+               compiler_options: Optional[Dict[str, Any]] = None, *,
+               plans: Optional[Sequence[plan_lib.TaskPlan]] = None):
     self.model = model
     self.config = config
     self.mesh = mesh
@@ -223,6 +224,8 @@ class StepCompiler:
     self.tx = tx
     self.schedule = schedule
     self.compiler_options = compiler_options
+    self.plans = plan_lib.by_name(
+        plan_lib.resolve(config) if plans is None else plans)
     self.executables: Dict[Tuple, Any] = {}
     self.compilations = []
     self._jitted: Dict[Tuple[str, Signature], Any] = {}
@@ -233,11 +236,12 @@ class StepCompiler:
         else None)
 
   def signature(self, task_name: str) -> Signature:
-    """The task's modalities (registry) and loss weight (config first)."""
-    task = registry.get(task_name)
-    weights = self.config.task_loss_weights
-    weight = weights[task_name] if task_name in weights else task.loss_weight
-    return Signature(task.input_modality, task.output_modality, float(weight))
+    """The task's signature, from the plan."""
+    if task_name not in self.plans:
+      raise ValueError(f'Task {task_name!r} is not in this compiler\'s plan '
+                       f'{sorted(self.plans)}; enable it in '
+                       'config.data.mixture or pass its plan.')
+    return self.plans[task_name].signature
 
   def device_batch(self, batch: Dict[str, Any]) -> Batch:
     """Process-local numpy batch -> global arrays sharded over the batch axes.
