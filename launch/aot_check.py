@@ -4,9 +4,14 @@ r"""Compiles every program of a run for a TPU slice, without a TPU.
   python launch/aot_check.py --config=configs/joint8.py:paper \
     --config.mesh.preset=dp+ep --config.mesh.shape.expert=8 \
     --topology=v5p-64 --slices=2 --output=aot.json
+  python launch/aot_check.py --config=configs/joint8.py:paper,v5p-64 \
+    --topology=v5p-64 --kinds=init,train --tasks=translate_en_de \
+    --largest_bucket_only
 
 ``--topology``: an accelerator type (v4-32, v5e-64 or v5litepod-64, v5p-64,
 v6e-16; v4 and v5p count TensorCores) or a slice shape (v5e:2x2, v5p:2x4x4).
+``--largest_bucket_only``: one program per signature, its largest batch
+shape (the one likeliest not to fit), for comparing meshes cheaply.
 Prints one row per program (per-chip memory against HBM, FLOPs, the cost
 model's time and MFU when valid, collectives, compile time; see
 mm_jax/aot.py and mm_jax/tpu_topology.py) and writes the rows as JSON.
@@ -42,6 +47,11 @@ _OUTPUT = flags.DEFINE_string('output', 'aot.json', 'JSON result path.')
 _KINDS = flags.DEFINE_list('kinds', list(aot.KINDS),
                            f'Programs to compile, of {aot.KINDS}.')
 _TASKS = flags.DEFINE_list('tasks', None, 'Tasks (default: the mixture).')
+_LARGEST = flags.DEFINE_bool(
+    'largest_bucket_only', False,
+    'Compile only the largest batch shape of each program signature (one '
+    'train step per modality pair instead of every bucket): for comparing '
+    'meshes quickly.')
 _HBM_GIB = flags.DEFINE_float(
     'hbm_gib', 0.0, 'Per-chip HBM to check against (0: the chip\'s).')
 flags.mark_flags_as_required(['config', 'topology'])
@@ -61,7 +71,8 @@ def main(argv):
   result = aot.check(
       _CONFIG.value, topology, kinds=_KINDS.value, tasks=_TASKS.value,
       hbm_bytes=int(_HBM_GIB.value * tpu_topology.GiB) or None,
-      on_row=lambda r: print(aot.format_row(r), flush=True))
+      on_row=lambda r: print(aot.format_row(r), flush=True),
+      largest_bucket_only=_LARGEST.value)
   print(aot.format_table(result))
   with open(_OUTPUT.value, 'w') as f:
     json.dump(result, f, indent=1, default=str)

@@ -159,6 +159,27 @@ def programs(config, kinds: Sequence[str] = KINDS,
   return list(found.values())
 
 
+def largest_buckets(progs: Sequence[Program]) -> List[Program]:
+  """Of the train/eval/decode programs of each modality pair and kind, only
+  the one with the largest batch (most elements over its arrays); 'init'
+  kept.
+
+  The largest bucket is the program most likely not to fit and the slowest
+  step, so a pod plan that compares meshes compiles one program per
+  signature instead of every bucket (16 for a text->text train step).
+  """
+  best: Dict[Tuple, Program] = {}
+  for prog in progs:
+    key = (prog.kind, prog.input_modality, prog.output_modality,
+           prog.loss_weight)
+    size = sum(math.prod(s) for s, _ in prog.batch.values())
+    if key not in best or size > sum(
+        math.prod(s) for s, _ in best[key].batch.values()):
+      best[key] = prog
+  return [p for p in progs if best.get(
+      (p.kind, p.input_modality, p.output_modality, p.loss_weight)) is p]
+
+
 def tpu_config(config):
   """``config`` as a TPU run resolves it: ``model.depthwise_impl`` 'auto' ->
   'xla' (``conv.auto_impl`` off CPU and GPU)."""
@@ -338,8 +359,8 @@ def check(config, topology: tpu_topology.Topology, *,
           tasks: Optional[Sequence[str]] = None,
           hbm_bytes: Optional[int] = None,
           compiler_options: Optional[Dict[str, Any]] = None,
-          on_row: Optional[Callable[[Dict[str, Any]], None]] = None
-          ) -> Dict[str, Any]:
+          on_row: Optional[Callable[[Dict[str, Any]], None]] = None,
+          largest_bucket_only: bool = False) -> Dict[str, Any]:
   """Compiles every program of a run of ``config`` for ``topology``.
 
   Args:
@@ -349,6 +370,8 @@ def check(config, topology: tpu_topology.Topology, *,
     hbm_bytes: per-chip HBM to check against (default: the chip's).
     compiler_options: passed to the TPU compiler.
     on_row: sees each row as soon as it is measured.
+    largest_bucket_only: compile only the largest batch shape of each
+      signature (``largest_buckets``), e.g. for comparing meshes.
 
   Returns:
     {'topology', 'accelerator', 'slices', 'num_chips', 'chip', 'mesh',
@@ -369,6 +392,8 @@ def check(config, topology: tpu_topology.Topology, *,
                  'devices, so a run needs a hybrid mesh too.')
   hbm = int(hbm_bytes or topology.chip.hbm_bytes)
   todo = programs(config, kinds, tasks)
+  if largest_bucket_only:
+    todo = largest_buckets(todo)
   lowerer = _Lowerer(config, mesh)
   rows = []
   for prog in todo:

@@ -112,6 +112,21 @@ def test_programs_cover_every_bucket():
     aot.programs(joint8.get_config('tiny'), kinds=('predict',))
 
 
+def test_largest_buckets_keep_one_program_per_signature():
+  progs = aot.programs(joint8.get_config('base'),
+                       kinds=('init', 'train', 'decode'))
+  kept = aot.largest_buckets(progs)
+  names = [p.name for p in kept]
+  assert len(set(names)) == len(names) and 'init state' in names
+  text = [p for p in kept if p.kind == 'train' and p.input_modality == 'text'
+          and p.output_modality == 'text']
+  assert [p.name for p in text] == ['train text->text w1 256x256->256x256']
+  signatures = {(p.kind, p.input_modality, p.output_modality, p.loss_weight)
+                for p in progs}
+  assert len(kept) == len(signatures)
+  assert aot.largest_buckets(kept) == kept
+
+
 def test_missing_libtpu_says_what_to_install(monkeypatch):
   monkeypatch.setattr(importlib.util, 'find_spec', lambda *a, **k: None)
   with pytest.raises(tpu_topology.LibtpuMissing,

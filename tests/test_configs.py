@@ -12,13 +12,17 @@ import pytest
 
 import mm_jax
 from configs import base
+from configs import joint8
+from mm_jax import sharding
+from mm_jax import tpu_topology
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = ('tiny', 'base', 'paper')
 # Every config file and the args it takes; a new file must be listed here.
 ARGS = {
     'base': [*SIZES, *(f'{s},single' for s in SIZES)],
-    'joint8': list(SIZES),
+    'joint8': list(SIZES) + [f'{s},{p}' for s, pods in
+                             joint8.POD_MESHES.items() for p in pods],
     'single': [f'{t},{s}' for t in base.ALL_TASKS for s in SIZES] + [
         'parse_en'],
     'table3': [f'{v},{s}' for v in ('parse', 'parse+imagenet', 'all8')
@@ -43,7 +47,7 @@ def test_every_config_file_is_listed():
 def test_config_builds(name, arg):
   config = _module(name).get_config(arg)
   size = arg.split(',')[-1] if arg.split(',')[-1] in SIZES else 'tiny'
-  if name == 'base':
+  if name in ('base', 'joint8'):
     size = arg.split(',')[0]
   assert config.model.size == size
   assert config.data.suite == ('tiny' if size == 'tiny' else 'real')
@@ -96,6 +100,32 @@ def test_tiny_imagenet_trains_at_32_px_on_4x_the_batch():
     assert (caption.image_size, caption.batch_size) == (64, 32)
   imagenet = plan.for_task(_module('joint8').get_config('base'), 'imagenet')
   assert (imagenet.image_size, imagenet.batch_size) == (299, 256)
+
+
+@pytest.mark.parametrize('size,pod', [(s, p) for s, pods in
+                                      joint8.POD_MESHES.items()
+                                      for p in pods])
+def test_pod_mesh_plans_fit_their_slice(size, pod):
+  """'<size>,<slice>' sets the planned mesh; it covers exactly the slice's
+  chips, and the global batch and the experts divide over it."""
+  config = joint8.get_config(f'{size},{pod}')
+  plan = joint8.POD_MESHES[size][pod]
+  assert config.mesh.preset == plan['preset']
+  chips = tpu_topology.parse_topology(pod).num_chips
+  shape = sharding.mesh_shape(config.mesh, chips)
+  assert shape == (plan['data'], plan['expert'], 1)
+  assert config.data.batch_size % (plan['data'] * plan['expert']) == 0
+  assert config.model.moe.num_experts % plan['expert'] == 0
+  assert dict(config.data.mixture) == dict(joint8.get_config(size)
+                                           .data.mixture)
+  with pytest.raises(ValueError, match='devices'):   # another slice size
+    sharding.mesh_shape(config.mesh, 2 * chips)
+
+
+@pytest.mark.parametrize('arg', ['tiny,v5p-64', 'paper,v5p-8', 'paper,x,y'])
+def test_unknown_pod_plans_list_the_choices(arg):
+  with pytest.raises(ValueError, match='one of'):
+    joint8.get_config(arg)
 
 
 @pytest.mark.parametrize('name,arg', [('joint8', 'bogus'), ('single', 'x'),

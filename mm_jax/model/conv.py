@@ -169,8 +169,10 @@ def auto_impl(nd: int, strides: Sequence[int], taps: Sequence[int]) -> str:
   docs/experiments.md, "Depthwise convolutions: measured"): on CPU,
   ``'banded'`` for 1-D stride-1 kernels of 8 or more taps, else ``'shift'``;
   on GPU ``'shift'`` (5x faster than cuDNN's grouped convolution for the
-  base translation step on an H200); elsewhere (TPU, unmeasured) XLA's
-  grouped convolution."""
+  base translation step on an H200); elsewhere (TPU) XLA's grouped
+  convolution, which libtpu's cost model also puts first for the base
+  translation train step on a v5p-8 (37 ms; shift 42, banded 56: compiler
+  estimates, docs/experiments.md, "Pod plans"; not measured on a chip)."""
   backend = jax.default_backend()
   if backend == 'cpu':
     if nd == 1 and strides[0] == 1 and taps[0] >= _BANDED_MIN_TAPS:
