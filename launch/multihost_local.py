@@ -12,13 +12,14 @@ metrics, ``<workdir>/logs``). Exits with the first non-zero return code, after
 stopping the other processes; a ``--timeout`` stops all of them.
 """
 
-import argparse
 import os
 import socket
 import subprocess
 import sys
 import time
 from typing import List, Sequence
+
+from absl import flags
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(REPO, 'launch', 'train.py')
@@ -97,21 +98,30 @@ def run(train_args: Sequence[str], num_processes: int = 2,
   return code
 
 
+def parse_flags(argv: Sequence[str]):
+  """(flags, launch/train.py args) of ``argv`` (no program name), in a
+  private ``FlagValues``; a bad flag is a SystemExit naming it."""
+  fv = flags.FlagValues()
+  flags.DEFINE_integer('num_processes', 2, 'Processes to start.',
+                       flag_values=fv)
+  flags.DEFINE_integer('devices_per_process', 4,
+                       'Fake CPU devices per process.', flag_values=fv)
+  flags.DEFINE_string('log_dir', '', 'Default: <workdir>/logs.',
+                      flag_values=fv)
+  flags.DEFINE_float('timeout', 0.0, 'Seconds; 0 = none.', flag_values=fv)
+  try:
+    rest = fv(['multihost_local'] + list(argv))
+  except flags.Error as e:
+    raise SystemExit(f'launch/multihost_local.py: {e} (usage: '
+                     'launch/multihost_local.py [flags] -- <launch/train.py '
+                     'flags>)') from None
+  return fv, rest[1:]
+
+
 def main(argv=None):
-  parser = argparse.ArgumentParser(
-      description=__doc__.split('\n')[0],
-      usage='%(prog)s [options] -- <launch/train.py flags>')
-  parser.add_argument('--num_processes', type=int, default=2)
-  parser.add_argument('--devices_per_process', type=int, default=4)
-  parser.add_argument('--log_dir', default='',
-                      help='default: <workdir>/logs')
-  parser.add_argument('--timeout', type=float, default=0.0,
-                      help='seconds; 0 = none')
-  parser.add_argument('train_args', nargs='*',
-                      help='flags for launch/train.py (after --)')
-  args = parser.parse_args(argv)
-  sys.exit(run(args.train_args, args.num_processes,
-               args.devices_per_process, args.log_dir, args.timeout))
+  fv, train_args = parse_flags(sys.argv[1:] if argv is None else argv)
+  sys.exit(run(train_args, fv.num_processes, fv.devices_per_process,
+               fv.log_dir, fv.timeout))
 
 
 if __name__ == '__main__':

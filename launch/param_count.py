@@ -8,14 +8,18 @@ laptop CPU) and prints each top-level component, the MoE experts and the total
 1,378.6 M vs 1,310.9 M for ``paper``).
 """
 
-import argparse
-
+from absl import app
+from absl import flags
 import flax.linen as nn
 import jax
 import numpy as np
 
 import mm_jax
 from configs import base
+
+_CONFIG = flags.DEFINE_string(
+    'config', 'paper', "Size argument of configs/base.py, e.g. 'paper' or "
+    "'paper,single'.")
 
 
 def counts(config) -> dict:
@@ -31,15 +35,15 @@ def counts(config) -> dict:
   return out
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--config', default='paper',
-                      help="size argument of configs/base.py, e.g. 'paper'")
-  args = parser.parse_args()
-  config = base.get_config(args.config)
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments {argv[1:]}; pass '
+                         '--config=<size>.')
+  config = base.get_config(_CONFIG.value)
   m = config.model
-  print(f'config {args.config}: d={m.d_model} experts/layer={m.moe.num_experts}'
-        f' k={m.moe.k} expert hidden={m.moe.hidden} vocab={m.vocab_size}')
+  print(f'config {_CONFIG.value}: d={m.d_model} '
+        f'experts/layer={m.moe.num_experts} k={m.moe.k} '
+        f'expert hidden={m.moe.hidden} vocab={m.vocab_size}')
   for name, n in counts(config).items():
     print(f'  {name:40s} {n:>15,d}')
   if m.d_model % 6 == 0 and not m.conv_separability:
@@ -52,4 +56,4 @@ def main():
 
 
 if __name__ == '__main__':
-  main()
+  app.run(main)

@@ -111,3 +111,16 @@ def test_axes_does_not_load_orbax():
   code = ("import mm_jax.axes, sys; "
           "assert 'orbax' not in ' '.join(sys.modules), 'orbax loaded'")
   subprocess.run([sys.executable, '-c', code], check=True, cwd=REPO)
+
+
+def test_entry_points_parse_flags_with_absl():
+  """One flag syntax everywhere: no library module or launch script uses
+  argparse (prepare, summary and the launch scripts use absl flags)."""
+  launch = os.path.join(REPO, 'launch')
+  paths = [p for _, p in _modules()] + [
+      os.path.join(launch, n) for n in sorted(os.listdir(launch))
+      if n.endswith('.py')]
+  found = [f'{os.path.relpath(path, REPO)}:{line}'
+           for path in paths for line, target in _imports(path)
+           if target == 'argparse']
+  assert not found, 'argparse instead of absl flags:\n' + '\n'.join(found)

@@ -78,6 +78,15 @@ def _reference_metrics(config, vocab):
   return out
 
 
+def test_flags_before_the_separator_train_flags_after():
+  fv, train = multihost_local.parse_flags(
+      ['--num_processes=3', '--timeout=5', '--', '--workdir=/w', '--x=1'])
+  assert (fv.num_processes, fv.devices_per_process, fv.timeout) == (3, 4, 5.0)
+  assert train == ['--workdir=/w', '--x=1']
+  with pytest.raises(SystemExit, match="Unknown command line flag 'bogus'"):
+    multihost_local.parse_flags(['--bogus=1', '--', '--workdir=/w'])
+
+
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
   data = {'data.data_dir': str(tmp_path / 'data')}
