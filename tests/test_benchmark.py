@@ -16,7 +16,12 @@ TASKS = ('translate_en_de', 'imagenet')
 
 
 def test_benchmark_json_fields(data):
-  config = conftest.small_config(data, joint8.get_config('tiny'))
+  # Capacity for every token-slot, so that the capacity and ragged
+  # dispatches compute the same loss (below); 8 fake devices route each
+  # sequence in its own group.
+  config = conftest.small_config(data, joint8.get_config('tiny'), {
+      'model.moe.capacity_factor_train': 8.0,
+      'model.moe.capacity_factor_eval': 8.0})
   result = benchmark.run(
       config, steps=2, warmup=1, input_steps=2, moe_tokens=512, tasks=TASKS,
       variants=benchmark.parse_variants(
@@ -45,8 +50,8 @@ def test_benchmark_json_fields(data):
   assert result['train']['imagenet']['batch_shapes']['inputs'] == [
       32, 32, 32, 3]                  # tiny ImageNet: 4 x 8 images at 32 px
   assert 0 < result['mfu_all_tasks'] < 1
-  # The ragged variant: same initial loss (same parameters and batch), its
-  # own row.
+  # The ragged variant: same initial loss (same parameters and batch, no
+  # token dropped by either), its own row.
   rows = {(r['variant'], r['task']): r for r in result['rows']}
   assert sorted(rows) == [('default', 'imagenet'),
                           ('default', 'translate_en_de'),

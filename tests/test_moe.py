@@ -287,29 +287,62 @@ def test_dense_ffn_shape_and_sown_values():
   np.testing.assert_allclose(y, want, atol=1e-5)
 
 
-def test_expert_parallel_all_to_all_on_mesh_matches_one_device():
+def _on_ep_mesh(m, params, x):
+  """(compiled, output) of ``m`` at eval, jitted on a 2 x 4 data x expert
+  mesh under the dp+ep rules (batch over both axes)."""
   if jax.device_count() < 8:
     pytest.skip('needs 8 devices (tests/conftest.py fakes 8 CPU devices)')
   mesh = jax.make_mesh((2, 4), ('data', 'expert'),
                        axis_types=(jax.sharding.AxisType.Auto,) * 2)
   rules = (('expert', 'expert'), ('batch', ('data', 'expert')),
            ('batch', 'data'))
-  x = _randn(8, 4, D, seed=0)
-  m = moe.MoE(_cfg(group_size=4, capacity_factor_eval=1.0))
   boxed = jax.eval_shape(
       lambda: m.init(jax.random.PRNGKey(0), x, train=False))['params']
-  params = _routed_params(m, x, _randn(D, 4, seed=1))
-  want, _ = _apply(m, params, x)
   p_sh = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, rules)
   x_sh = jax.sharding.NamedSharding(
       mesh, jax.sharding.PartitionSpec(('data', 'expert')))
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    fn = jax.jit(lambda p, xx: _apply(m, p, xx)[0],
+    fn = jax.jit(lambda p, xx: m.apply({'params': p}, xx, train=False,
+                                       mutable=['moe'])[0],
                  in_shardings=(p_sh, x_sh), out_shardings=x_sh)
     compiled = fn.lower(params, x).compile()
-    got = compiled(jax.device_put(params, p_sh), jax.device_put(x, x_sh))
+    return compiled, compiled(jax.device_put(params, p_sh),
+                              jax.device_put(x, x_sh))
+
+
+def test_expert_parallel_all_to_all_on_mesh_matches_one_device():
+  x = _randn(8, 4, D, seed=0)
+  m = moe.MoE(_cfg(group_size=4, capacity_factor_eval=1.0))
+  params = _routed_params(m, x, _randn(D, 4, seed=1))
+  want, _ = _apply(m, params, x)
+  compiled, got = _on_ep_mesh(m, params, x)
   assert 'all-to-all' in compiled.as_text()
   np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_groups_never_span_batch_shards():
+  """Routing groups pack whole sequences of one batch shard only, so the
+  group axis shards like the batch (T2T routed per device)."""
+  assert moe.group_layout(64, 256, 1024) == (16, 1024, 256)
+  assert moe.group_layout(64, 256, 1024, shards=64) == (64, 256, 256)
+  assert moe.group_layout(256, 256, 1024, shards=128) == (128, 512, 256)
+  assert moe.group_layout(256, 256, 1024, shards=32) == (64, 1024, 256)
+  assert moe.group_layout(2, 7, 4, shards=2) == (4, 4, 8)    # chunks
+  # A batch the shards do not divide (e.g. init on one example): as before.
+  assert moe.group_layout(4, 3, 8, shards=3) == (2, 6, 3)
+
+
+def test_few_sequences_per_shard_still_dispatch_all_to_all():
+  """8 sequences of 4 tokens on 8 shards with 16-token groups: packing 4
+  sequences per group would leave 2 groups for 8 devices, and XLA would
+  gather the experts instead of dispatching tokens (seen at pod size)."""
+  x = _randn(8, 4, D, seed=2)
+  m = moe.MoE(_cfg(group_size=16))
+  params = _routed_params(m, x, _randn(D, 4, seed=3))
+  want, _ = _apply(m, params, x)          # one device: 2 groups of 16
+  compiled, got = _on_ep_mesh(m, params, x)
+  assert 'all-to-all' in compiled.as_text()
+  np.testing.assert_allclose(got, want, atol=1e-5)   # capacity 100: no drops
 
 
 def test_paper_size_builds_with_eval_shape():

@@ -6,7 +6,8 @@
 
 Tokens are routed in groups: ``[B, L]`` tokens become ``G`` groups of ``S``
 tokens (whole sequences packed together, or long sequences cut into chunks;
-see ``group_layout``), so groups follow the batch dimension and shard with it.
+see ``group_layout``; never across batch shards), so groups follow the batch
+dimension and shard with it.
 Each group gives every expert ``C = ceil(cf * k * S / E)`` slots (``cf`` is
 ``capacity_factor_train`` or ``capacity_factor_eval``). Slots are handed out
 choice-major, as in GShard: the first choices of all tokens of a group (in token
@@ -57,30 +58,45 @@ import jax
 import jax.numpy as jnp
 
 from mm_jax import axes
+from mm_jax import sharding
 from mm_jax.model import layers
 
 _F32 = jnp.float32
 _CV_EPS = 1e-10
 
 
-def group_layout(batch: int, length: int,
-                 group_size: int) -> Tuple[int, int, int]:
+def group_layout(batch: int, length: int, group_size: int,
+                 shards: int = 1) -> Tuple[int, int, int]:
   """Routing groups for ``[B, L]`` tokens -> ``(G, S, padded L)``.
 
   ``L <= group_size``: each group packs ``p`` whole sequences, ``p`` the
-  largest divisor of ``B`` with ``p * L <= group_size``. Otherwise each sequence
-  is padded to ``c * S`` and cut into ``c = ceil(L / group_size)`` chunks. In
-  both cases ``[B, padded L]`` reshapes row-major to ``[G, S]``.
+  largest divisor of ``B / shards`` with ``p * L <= group_size``, so that no
+  group spans two of the batch's ``shards`` (the group axis then shards like
+  the batch; a batch the shards do not divide is grouped as unsharded).
+  Otherwise each sequence is padded to ``c * S`` and cut into
+  ``c = ceil(L / group_size)`` chunks. In both cases ``[B, padded L]``
+  reshapes row-major to ``[G, S]``.
   """
   if group_size < 1:
     raise ValueError(f'moe.group_size must be >= 1, got {group_size}.')
   if length <= group_size:
-    per_group = max(p for p in range(1, batch + 1)
-                    if batch % p == 0 and p * length <= group_size)
+    local = batch // shards if shards > 1 and batch % shards == 0 else batch
+    per_group = max(p for p in range(1, local + 1)
+                    if local % p == 0 and p * length <= group_size)
     return batch // per_group, per_group * length, length
   chunks = -(-length // group_size)
   row = -(-length // chunks)
   return batch * chunks, row, chunks * row
+
+
+def _batch_shards() -> int:
+  """Shards of the batch dimension under the mesh and logical rules in scope
+  while tracing (``sharding.activate``); 1 outside them."""
+  mesh = jax.sharding.get_abstract_mesh()
+  rule_list = nn.get_logical_axis_rules()
+  if mesh.empty or not rule_list:
+    return 1
+  return sharding.batch_shards(mesh, rule_list)
 
 
 def capacity(cf: float, k: int, group: int, num_experts: int) -> int:
@@ -225,7 +241,7 @@ class MoE(nn.Module):
     n_exp, k, dtype = cfg.num_experts, cfg.k, layers.dtype(self.dtype)
     _check_inputs(x, mask, n_exp, k, cfg.dispatch)
     b, l, d = x.shape
-    g, s, lp = group_layout(b, l, cfg.group_size)
+    g, s, lp = group_layout(b, l, cfg.group_size, _batch_shards())
     valid = jnp.ones((b, l), bool) if mask is None else mask.astype(bool)
     xp = jnp.pad(x, ((0, 0), (0, lp - l), (0, 0)))
     xg = xp.reshape(g, s, d)  # [G, S, D]
