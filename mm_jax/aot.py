@@ -168,16 +168,17 @@ def largest_buckets(progs: Sequence[Program]) -> List[Program]:
   step, so a pod plan that compares meshes compiles one program per
   signature instead of every bucket (16 for a text->text train step).
   """
+  def key(p):
+    return p.kind, p.input_modality, p.output_modality, p.loss_weight
+
+  def elements(p):
+    return sum(math.prod(shape) for shape, _ in p.batch.values())
+
   best: Dict[Tuple, Program] = {}
   for prog in progs:
-    key = (prog.kind, prog.input_modality, prog.output_modality,
-           prog.loss_weight)
-    size = sum(math.prod(s) for s, _ in prog.batch.values())
-    if key not in best or size > sum(
-        math.prod(s) for s, _ in best[key].batch.values()):
-      best[key] = prog
-  return [p for p in progs if best.get(
-      (p.kind, p.input_modality, p.output_modality, p.loss_weight)) is p]
+    if key(prog) not in best or elements(prog) > elements(best[key(prog)]):
+      best[key(prog)] = prog
+  return [p for p in progs if best.get(key(p)) is p]
 
 
 def tpu_config(config):

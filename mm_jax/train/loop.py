@@ -138,9 +138,14 @@ def _data_scalars(counters: Mapping[str, Mapping[str, int]]) -> Dict[str, int]:
           for name, value in sorted(values.items())}
 
 
-def _losses(fetched) -> Dict[str, float]:
-  """The loss of a fetched step, as the adaptive mixer takes it."""
-  return {fetched.task: float(fetched.metrics[f'{fetched.task}/loss'])}
+def _consume(fetched, progress, it, adaptive: bool,
+             after_next_draw: bool = False) -> None:
+  """Logs a fetched step (None: nothing fetched) and, under adaptive mixing,
+  hands its loss to the iterator."""
+  progress.add(fetched)
+  if adaptive and fetched is not None:
+    loss = float(fetched.metrics[f'{fetched.task}/loss'])
+    it.update_losses({fetched.task: loss}, after_next_draw=after_next_draw)
 
 
 class _Progress:
@@ -270,10 +275,7 @@ def _save(step, state, it, lagged, progress, checkpointer, meta, *,
   state. Under adaptive mixing that step's loss goes to the iterator, to be
   applied after its next draw (as every step's loss is, one step late);
   the iterator's state carries it, so a resumed run draws the same tasks."""
-  fetched = lagged.drain()
-  progress.add(fetched)
-  if adaptive and fetched is not None:
-    it.update_losses(_losses(fetched), after_next_draw=True)
+  _consume(lagged.drain(), progress, it, adaptive, after_next_draw=True)
   if checkpointer.save(step, state, {'iterator': it.get_state()}, meta,
                        force=force):
     lagged.last_checkpoint = step
@@ -301,10 +303,8 @@ def _run(config, workdir, state, start, it, compiler, evaluator,
     task, batch = next(it)
     state, metrics = compiler.train(state, task, batch)
     done = step + 1
-    fetched = lagged.push(done, task, metrics)    # the previous step's
-    progress.add(fetched)
-    if adaptive and fetched is not None:
-      it.update_losses(_losses(fetched))
+    # lagged.push returns the previous step's metrics, fetched now.
+    _consume(lagged.push(done, task, metrics), progress, it, adaptive)
     if _due(done, train.checkpoint_every) and done != total:
       save(done, state)
     if evaluator and _due(done, train.eval_every) and done != total:
