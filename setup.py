@@ -48,8 +48,9 @@ setuptools.setup(
     name='mm_jax',
     version='0.1.0',  # keep equal to mm_jax.__version__
     description=__doc__,
-    packages=setuptools.find_packages(include=['mm_jax', 'mm_jax.*',
-                                               'configs']),
+    # The experiment files (configs/) stay in the repository, loaded by
+    # path; no top-level 'configs' package is installed.
+    packages=setuptools.find_packages(include=['mm_jax', 'mm_jax.*']),
     python_requires='>=3.10',
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

@@ -26,11 +26,11 @@ On a pod slice, ``<size>,<slice>`` also sets the mesh planned for that slice
 schedule; ``paper`` is the paper's model (d=1536, k=4, 120 experts per MoE
 layer) with T2T's paper-time schedule: exponential warm-up over 3000 steps
 from 1% to a peak of 0.05, then exponential decay, and T2T's normalised
-weight decay 3.0 (``train`` in ``mm_jax/config_defaults.py`` says which
+weight decay 3.0 (``train`` in ``mm_jax/config/defaults.py`` says which
 T2T hparams set each value).
 """
 
-from configs import base
+from mm_jax import config as base
 
 SIZES = tuple(base.SIZES)
 

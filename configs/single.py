@@ -17,7 +17,7 @@ Full size (``paper`` = 30 experts per MoE layer, the paper's 60 in total)::
   joint run (top-5 86%, BLEU 21.2).
 """
 
-from configs import base
+from mm_jax import config as base
 
 
 

@@ -17,7 +17,7 @@ Full size (``paper``; the Penn Treebank is user-supplied)::
   parse+imagenet 12.7%, all8 14.5%.
 """
 
-from configs import base
+from mm_jax import config as base
 
 VARIANTS = {
     'parse': ('parse_en',),

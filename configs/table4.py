@@ -19,7 +19,7 @@ Full size::
   on both tasks (more for EN->FR without attention).
 """
 
-from configs import base
+from mm_jax import config as base
 
 VARIANTS = {'all': {}, 'no_moe': {'use_moe': False},
             'no_attention': {'use_attention': False}}

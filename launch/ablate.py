@@ -1,4 +1,4 @@
-r"""A/B runs of config variants over seeds (``mm_jax.ablate``).
+r"""A/B runs of config variants over seeds (``mm_jax.experiments.ablate``).
 
   python launch/ablate.py --config=configs/joint8.py:tiny \
     --tasks=parse_en,translate_en_de --steps=300 --seeds=0,1 \
@@ -18,8 +18,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from configs import base
-from mm_jax import ablate
+from mm_jax import config as base
+from mm_jax.experiments import ablate
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file[:arg], e.g. configs/joint8.py:tiny.',

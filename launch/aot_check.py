@@ -14,7 +14,7 @@ v6e-16; v4 and v5p count TensorCores) or a slice shape (v5e:2x2, v5p:2x4x4).
 shape (the one likeliest not to fit), for comparing meshes cheaply.
 Prints one row per program (per-chip memory against HBM, FLOPs, the cost
 model's time and MFU when valid, collectives, compile time; see
-mm_jax/aot.py and mm_jax/tpu_topology.py) and writes the rows as JSON.
+mm_jax/perf/aot.py and mm_jax/perf/tpu_topology.py) and writes the rows as JSON.
 Exit status: 0 when every program compiled and fits, 1 when one does not
 fit in HBM (named), 2 when one failed to compile otherwise or libtpu is
 missing (pip install -e '.[tpu-aot]').
@@ -34,8 +34,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from mm_jax import aot
-from mm_jax import tpu_topology
+from mm_jax.perf import aot
+from mm_jax.perf import tpu_topology
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file[:arg], e.g. configs/joint8.py:tiny.',

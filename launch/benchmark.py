@@ -10,7 +10,7 @@ r"""Benchmark: step time, MFU, MoE efficiency, memory and input rate.
 overrides; ``@config=configs/joint8.py:paper`` swaps the config file and
 ``@tasks=a+b`` the tasks of that variant. Every program is lowered, then
 compiled concurrently, then timed. Prints a table and writes the JSON (see
-mm_jax/benchmark.py for the fields), updated after every measurement.
+mm_jax/perf/benchmark.py for the fields), updated after every measurement.
 """
 
 from absl import app
@@ -19,7 +19,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from mm_jax import benchmark
+from mm_jax.perf import benchmark
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file[:arg], e.g. configs/joint8.py:tiny.',

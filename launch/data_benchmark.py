@@ -14,10 +14,10 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from mm_jax import benchmark
 from mm_jax.data import pipeline
 from mm_jax.data import plan
 from mm_jax.data import prepare
+from mm_jax.perf import input_bench
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file[:arg], e.g. configs/base.py:tiny.')
@@ -38,12 +38,12 @@ def main(argv):
   print(f'{"task":<18}{"examples/s":>12}{"batches/s":>11}{"fill":>7}  skips')
   for task in plans:
     with pipeline.make_train_iterator(data, vocab, [task]) as it:
-      ex_s, b_s, fl = benchmark.measure_iterator(it, _STEPS.value, _WARMUP.value)
+      ex_s, b_s, fl = input_bench.measure_iterator(it, _STEPS.value, _WARMUP.value)
       skips = {k[8:]: v for k, v in it.counters()[task.name].items()
                if k.startswith('skipped_') and v}
     print(f'{task.name:<18}{ex_s:>12.1f}{b_s:>11.2f}{fl:>7.2f}  {skips or ""}')
   with pipeline.make_train_iterator(data, vocab, plans) as it:
-    ex_s, b_s, fl = benchmark.measure_iterator(it, _STEPS.value, _WARMUP.value)
+    ex_s, b_s, fl = input_bench.measure_iterator(it, _STEPS.value, _WARMUP.value)
     drawn = {t: c['examples'] for t, c in it.counters().items()}
   print(f'{"mixture (" + data.mixing + ")":<18}{ex_s:>12.1f}{b_s:>11.2f}'
         f'{fl:>7.2f}  examples per task: {drawn}')

@@ -4,7 +4,7 @@ run's checkpoint: why a joint model trails its single-task runs.
   python launch/diagnose.py --workdir=/tmp/mm_jax_reproduce/joint8_s0 \
     --output=results/tiny/diagnosis_joint8
 
-Writes ``<output>.json`` and ``<output>.md`` (see ``mm_jax/diagnose.py``)
+Writes ``<output>.json`` and ``<output>.md`` (see ``mm_jax/experiments/diagnose.py``)
 and prints the markdown.
 """
 
@@ -15,7 +15,7 @@ import sys
 from absl import app
 from absl import flags
 
-from mm_jax import diagnose
+from mm_jax.experiments import diagnose
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'The run\'s work directory.',
                                required=True)

@@ -8,7 +8,7 @@
 #   JAX_PLATFORMS=cpu SIZE=tiny PAPER=configs/joint8.py:tiny STEPS=1 \
 #     bash launch/gpu_check.sh                                 # CPU dry run
 #
-# What it measures, in one process (mm_jax/benchmark.py): the `base` train
+# What it measures, in one process (mm_jax/perf/benchmark.py): the `base` train
 # step of the four modality pairs (text->text, image->class, image->text,
 # audio->text) with the analytic FLOP count and MFU; one lever at a time on
 # the translation step (dense FFN in place of the MoE, paper-time T2T's

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 import mm_jax
-from configs import base
+from mm_jax import config as base
 
 _CONFIG = flags.DEFINE_string(
     'config', 'paper', "Size argument of configs/base.py, e.g. 'paper' or "

@@ -8,7 +8,7 @@ r"""Reproduces the paper's Tables 2, 3 and 4 on the built-in tiny suite.
 
 Trains the runs the tables need (joint 8-task, four single-task runs,
 parsing alone / with ImageNet, no MoE, no attention; see
-``mm_jax/reproduce.py``), each with an even mixture over its tasks for
+``mm_jax/experiments/reproduce.py``), each with an even mixture over its tasks for
 ``--steps_per_task`` steps per task (single-task runs ``--single_budget``
 times that) and once per seed, in
 ``<workroot>/<run>_s<seed>``, evaluating every ``--steps_per_task`` steps;
@@ -25,7 +25,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from mm_jax import reproduce
+from mm_jax.experiments import reproduce
 
 _SUITE = flags.DEFINE_enum(
     'suite', 'tiny', ['tiny'], 'Dataset suite. Only the built-in tiny suite: '

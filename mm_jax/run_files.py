@@ -24,7 +24,7 @@ import warnings
 import ml_collections
 import orbax.checkpoint as ocp
 
-from mm_jax import config_defaults
+from mm_jax.config import defaults as config_defaults
 from mm_jax.model import body
 
 METRICS_FILE = 'metrics.jsonl'

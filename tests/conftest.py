@@ -18,7 +18,7 @@ if _flag not in os.environ.get('XLA_FLAGS', ''):
 
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from configs import base  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mm_jax import config as base  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SMALL = {
     **base.tiny_sizes(64, 16, speech_en=16), 'data.batch_size': 8,
@@ -55,7 +55,8 @@ def data(tmp_path_factory):
   """Small tiny-suite data of all eight tasks, and its vocabulary, as
   dotted overrides (``data.data_dir``, ``data.vocab_path``,
   ``model.vocab_size``)."""
-  from configs import base, joint8  # pylint: disable=g-import-not-at-top
+  from mm_jax import config as base  # pylint: disable=g-import-not-at-top
+  joint8 = base.load_module('joint8')
   from mm_jax.data import prepare  # pylint: disable=g-import-not-at-top
   config = base.override(joint8.get_config('tiny'), SMALL)
   config = base.override(config, {
@@ -67,7 +68,7 @@ def data(tmp_path_factory):
 
 def small_config(data, base_config, overrides=None):
   """``base_config`` shrunk (SMALL), on the test data, with overrides."""
-  from configs import base  # pylint: disable=g-import-not-at-top
+  from mm_jax import config as base  # pylint: disable=g-import-not-at-top
   return base.override(base_config, {**SMALL, **data, **(overrides or {})})
 
 

@@ -1,4 +1,4 @@
-"""Deviceless TPU compilation (mm_jax.aot): topologies, the program list,
+"""Deviceless TPU compilation (mm_jax.perf.aot): topologies, the program list,
 the estimate and HLO parsing on the CPU; real TPU compiles of the small
 model when libtpu is installed (skipped otherwise)."""
 
@@ -12,9 +12,11 @@ import sys
 import pytest
 
 import conftest
-from configs import joint8
-from mm_jax import aot
-from mm_jax import tpu_topology
+from mm_jax import config as base
+from mm_jax.perf import aot
+from mm_jax.perf import tpu_topology
+
+joint8 = base.load_module('joint8')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EP = {'mesh.preset': 'dp+ep', 'mesh.shape.expert': 2}

@@ -8,8 +8,10 @@ import sys
 import numpy as np
 
 import conftest
-from configs import joint8
-from mm_jax import benchmark
+from mm_jax import config as base
+from mm_jax.perf import benchmark
+
+joint8 = base.load_module('joint8')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASKS = ('translate_en_de', 'imagenet')

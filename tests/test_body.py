@@ -7,7 +7,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import base
+from mm_jax import config as base
 from mm_jax.inference import loading
 from mm_jax.model import attention, body, conv, moe
 from mm_jax.train import checkpoint

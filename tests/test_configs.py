@@ -1,7 +1,6 @@
 """Every experiment config builds (tiny and full size); full-size models
 build abstractly; the command line rejects misspelt overrides."""
 
-import importlib
 import os
 import subprocess
 import sys
@@ -11,10 +10,11 @@ import jax
 import pytest
 
 import mm_jax
-from configs import base
-from configs import joint8
+from mm_jax import config as base
 from mm_jax import sharding
-from mm_jax import tpu_topology
+from mm_jax.perf import tpu_topology
+
+joint8 = base.load_module('joint8')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = ('tiny', 'base', 'paper')
@@ -33,7 +33,7 @@ ARGS = {
 
 
 def _module(name):
-  return importlib.import_module(f'configs.{name}')
+  return base.load_module(name)
 
 
 def test_every_config_file_is_listed():

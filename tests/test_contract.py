@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import mm_jax
-from configs import base
+from mm_jax import config as base
 from mm_jax import contract
-from mm_jax import validate
+from mm_jax.config import validate
 from mm_jax.data import batching
 from mm_jax.data import plan
 

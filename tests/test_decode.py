@@ -13,9 +13,9 @@ import optax
 import pytest
 
 import mm_jax
-from configs import base
+from mm_jax import config as base
 from mm_jax import contract
-from mm_jax import decode
+from mm_jax.eval import decode
 from mm_jax.model import multimodel
 
 V = 64

@@ -1,12 +1,14 @@
-"""The per-task diagnosis of a checkpoint (``mm_jax.diagnose``)."""
+"""The per-task diagnosis of a checkpoint (``mm_jax.experiments.diagnose``)."""
 
 import numpy as np
 import pytest
 
 import conftest
-from configs import joint8
-from mm_jax import diagnose
+from mm_jax import config as base
+from mm_jax.experiments import diagnose
 from mm_jax.train import loop
+
+joint8 = base.load_module('joint8')
 
 
 def test_group_of_splits_the_moe_from_its_stack():

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import mm_jax
-from configs import base
+from mm_jax import config as base
 from mm_jax import contract
-from mm_jax import decode
 from mm_jax.data import registry
+from mm_jax.eval import decode
 from mm_jax.eval import evaluate
 from mm_jax.eval import metrics
 

@@ -6,15 +6,17 @@ import jax
 import pytest
 
 import mm_jax
-from configs import base
-from configs import joint8
-from mm_jax import benchmark
-from mm_jax import flops
+from mm_jax import config as base
+from mm_jax.perf import flops
+from mm_jax.perf import timing
+from mm_jax.perf import train_bench
 from mm_jax import sharding
 from mm_jax.data import plan
 from mm_jax.train import optim
 from mm_jax.train import state as state_lib
 from mm_jax.train import step as step_lib
+
+joint8 = base.load_module('joint8')
 
 # Width 128 as tiny (element-wise work, which the count leaves out, is a
 # larger share at smaller widths); one ConvBlock per stage to lower fast.
@@ -40,7 +42,7 @@ def setup():
 def test_executed_count_within_15_percent_of_xla(setup, task_name):
   config, model, mesh, tx, abstract = setup
   task = plan.for_task(config, task_name)
-  batch = benchmark.synthetic_batch(config, task)
+  batch = train_bench.synthetic_batch(config, task)
   fn = jax.jit(functools.partial(
       step_lib.train_step, model=model, task_name=task_name,
       input_modality=task.input_modality, output_modality=task.output_modality,
@@ -48,7 +50,7 @@ def test_executed_count_within_15_percent_of_xla(setup, task_name):
   with sharding.activate(mesh, sharding.rules(config.mesh)):
     lowered = fn.lower(abstract, {k: jax.ShapeDtypeStruct(v.shape, v.dtype)
                                   for k, v in batch.items()})
-  xla = benchmark._flops(lowered)   # pylint: disable=protected-access
+  xla = timing.xla_flops(lowered)   # pylint: disable=protected-access
   table = flops.step_flops(config.model, task.input_modality,
                            task.output_modality,
                            {k: v.shape for k, v in batch.items()})

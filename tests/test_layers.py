@@ -16,20 +16,19 @@ PACKAGE = os.path.join(REPO, 'mm_jax')
 LAYERS = (
     # The vocabulary of every layer: logical axis names, the batch contract.
     ('mm_jax.axes', 'mm_jax.contract'),
-    # Foundations: config schema and overrides, JAX settings, config checks.
-    ('mm_jax.config_defaults', 'mm_jax.overrides', 'mm_jax.compile_cache',
-     'mm_jax.profiling', 'mm_jax.validate'),
+    # Foundations: the config library (schema, variants, checks, experiment
+    # files by path) and JAX's compilation cache.
+    ('mm_jax.config', 'mm_jax.compile_cache'),
     ('mm_jax.sharding',),              # meshes and logical rules (axes)
-    ('mm_jax.model', 'mm_jax.data', 'mm_jax.tpu_topology'),
-    # On the model: decoding, FLOP counts, reading a run's files back.
-    ('mm_jax.decode', 'mm_jax.flops', 'mm_jax.run_files'),
-    ('mm_jax.eval',),
+    ('mm_jax.model', 'mm_jax.data'),
+    ('mm_jax.run_files',),             # a run's work directory read back
+    ('mm_jax.eval',),                  # metrics, decoding, evaluation
     ('mm_jax.train',),
     ('mm_jax.inference',),
     ('mm_jax',),                       # the package: create_model, load, ...
-    # Drivers: commands over training, inference and measurement.
-    ('mm_jax.ablate', 'mm_jax.aot', 'mm_jax.benchmark', 'mm_jax.diagnose',
-     'mm_jax.reproduce'),
+    # Tools over the whole system: measurement (benchmark, FLOPs, profiles,
+    # deviceless TPU compiles) and the paper's experiments.
+    ('mm_jax.perf', 'mm_jax.experiments'),
 )
 
 
@@ -104,7 +103,7 @@ def test_library_does_not_import_the_experiment_configs():
            for _, path in _modules() for line, target in _imports(path)
            if target.split('.')[0] == 'configs']
   assert not found, ('The library imports configs/ (use '
-                     'mm_jax.config_defaults):\n' + '\n'.join(found))
+                     'mm_jax.config):\n' + '\n'.join(found))
 
 
 def test_axes_does_not_load_orbax():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import mm_jax
-from configs import base
+from mm_jax import config as base
 from mm_jax.model import body
 
 

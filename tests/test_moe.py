@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import base
+from mm_jax import config as base
 from mm_jax.model import moe
 
 D = 8

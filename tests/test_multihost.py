@@ -9,8 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import base
-from configs import single
+from mm_jax import config as base
 from mm_jax import sharding
 import mm_jax
 from mm_jax.data import pipeline
@@ -23,6 +22,8 @@ from mm_jax.train import step as step_lib
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, 'launch'))
 import multihost_local  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+single = base.load_module('single')
 
 STEPS = 4
 COMPARED = ('loss', 'grad_norm', 'param_norm')

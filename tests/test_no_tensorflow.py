@@ -23,7 +23,7 @@ import sys
 import pytest
 
 import conftest
-from configs import base
+from mm_jax import config as base
 from mm_jax.data import sources
 from mm_jax.data.tiny import builders
 from mm_jax.train import events
@@ -67,12 +67,13 @@ except ModuleNotFoundError:
   pass
 
 import mm_jax  # pylint: disable=unused-import
-from configs import base
-from configs import single
+from mm_jax import config as base
 from mm_jax.data import registry
 from mm_jax.eval import evaluate  # pylint: disable=unused-import
 from mm_jax.inference import predictor  # pylint: disable=unused-import
 from mm_jax.train import loop
+
+single = base.load_module('single')
 
 overrides, workdir = json.loads(sys.argv[1]), sys.argv[2]
 config = base.override(single.get_config('translate_en_de,tiny'), overrides)

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from configs import base
+from mm_jax import config as base
 from mm_jax.train import optim
 
 

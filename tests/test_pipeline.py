@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from configs import base
+from mm_jax import config as base
 from mm_jax.data import mixture as mixture_lib
 from mm_jax.data import pipeline
 from mm_jax.data import plan

@@ -7,13 +7,14 @@ import os
 import jax
 import pytest
 
-from configs import base
-from configs import joint8
+from mm_jax import config as base
 from mm_jax import sharding
 from mm_jax.data import plan
 from mm_jax.data import registry
 from mm_jax.train import optim
 from mm_jax.train import step as step_lib
+
+joint8 = base.load_module('joint8')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,13 +87,13 @@ def test_the_step_takes_its_signature_from_the_plan():
     compiler.signature('imagenet')
 
 
-# Keys only the plan reads (validate.py checks their values and
-# config_defaults sets them), and the mixture weights it alone compares.
+# Keys only the plan reads (config/validate.py checks their values and
+# config/defaults.py sets them), and the mixture weights it alone compares.
 _PLAN_KEYS = {'batch_size_multiplier', 'class_image_size',
               'task_loss_weights'}
 _ALLOWED = {os.path.join('mm_jax', 'data', 'plan.py'),
-            os.path.join('mm_jax', 'config_defaults.py'),
-            os.path.join('mm_jax', 'validate.py')}
+            os.path.join('mm_jax', 'config', 'defaults.py'),
+            os.path.join('mm_jax', 'config', 'validate.py')}
 
 
 def _recomputations(path):

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 import mm_jax
-from configs import base
-from mm_jax import decode
+from mm_jax import config as base
+from mm_jax.eval import decode
 from mm_jax import sharding
-from mm_jax.data import vocab as vocab_lib
 from mm_jax.data.tiny import vision
+from mm_jax.data import vocab as vocab_lib
 from mm_jax.inference import inputs as inputs_lib
 from mm_jax.inference import loading
 from mm_jax.train import checkpoint

@@ -9,7 +9,7 @@ from PIL import Image
 import pytest
 import sentencepiece as spm
 
-from configs import base
+from mm_jax import config as base
 from mm_jax import contract
 from mm_jax.data import batching
 from mm_jax.data import plan

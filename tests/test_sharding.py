@@ -4,7 +4,7 @@ import flax.linen as nn
 import jax
 import pytest
 
-from configs import base
+from mm_jax import config as base
 from mm_jax import sharding
 
 P = jax.sharding.PartitionSpec

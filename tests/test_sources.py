@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from configs import base
+from mm_jax import config as base
 from mm_jax.data import registry
+from mm_jax.data import real_sources
 from mm_jax.data import sources
 from mm_jax.data.tiny import builders
 
@@ -176,7 +177,7 @@ def test_ptb_sections_layout(tmp_path, cfg):
   for section in ('00', '02', '21', '22', '23', '24'):
     _write(str(wsj / section / f'wsj_{section}01.mrg'), MRG)
   cfg.ptb_dir = str(tmp_path / 'treebank_3')
-  files = sources.ptb_split_files(cfg.ptb_dir)
+  files = real_sources.ptb_split_files(cfg.ptb_dir)
   assert [os.path.basename(f) for f in files['train']] == [
       'wsj_0201.mrg', 'wsj_2101.mrg']
   assert [os.path.basename(f) for f in files['test']] == ['wsj_2301.mrg']

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from configs import base
+from mm_jax import config as base
 from mm_jax.data import prepare
 from mm_jax.data import registry
 from mm_jax.data import sources
@@ -181,7 +181,7 @@ def test_ensure_prepared(cfg):
 def test_prepare_command(tmp_path, capsys):
   config = tmp_path / 'small.py'
   config.write_text(
-      'from configs import base\n\n'
+      'from mm_jax import config as base\n\n'
       'def get_config(arg=None):\n'
       '  c = base.get_config(arg)\n'
       '  c.data.tiny.num_train.update({t: 6 for t in c.data.tiny.num_train})\n'

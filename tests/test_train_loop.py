@@ -21,11 +21,7 @@ import pytest
 
 import conftest
 import mm_jax
-from configs import base
-from configs import joint8
-from configs import single
-from configs import table3
-from configs import table4
+from mm_jax import config as base
 from mm_jax import run_files
 from mm_jax.data import prepare
 from mm_jax.data import sources
@@ -37,6 +33,11 @@ from test_checkpoint import DAMAGE_KINDS
 from test_checkpoint import asyncio_noise  # pylint: disable=unused-import
 from test_checkpoint import damage_checkpoint
 from test_checkpoint import damage_warnings
+
+joint8 = base.load_module('joint8')
+single = base.load_module('single')
+table3 = base.load_module('table3')
+table4 = base.load_module('table4')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = conftest.SMALL

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 import pytest
 
-from configs import base
+from mm_jax import config as base
 import mm_jax
 from mm_jax import sharding
 from mm_jax.model import factory

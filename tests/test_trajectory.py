@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 
 import conftest
-from configs import joint8
+from mm_jax import config as base
 from mm_jax.train import loop
+
+joint8 = base.load_module('joint8')
 
 RECORD = os.path.join(os.path.dirname(__file__), 'data',
                       'trajectory_joint8_small.json')

@@ -15,11 +15,14 @@ import numpy as np
 import pytest
 
 import conftest
-from configs import joint8
-from mm_jax import reproduce
+from mm_jax import config as base
 from mm_jax.data import prepare
 from mm_jax.eval import chance
 from mm_jax.eval import summary
+from mm_jax.experiments import report
+from mm_jax.experiments import reproduce
+
+joint8 = base.load_module('joint8')
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -124,8 +127,8 @@ def test_expert_load_matrix_averages_the_last_half():
   records = [{'step': s, 'moe_load/a/encoder/moe': [s, 0.0]}
              for s in (1, 2, 3, 4)]
   records.append({'step': 4, 'moe_load/b/encoder/moe': [0.5, 0.5]})
-  assert reproduce.moe_layers(records) == ['encoder/moe']
-  matrix = reproduce.expert_load_matrix(records, 'encoder/moe',
+  assert report.moe_layers(records) == ['encoder/moe']
+  matrix = report.expert_load_matrix(records, 'encoder/moe',
                                         ['a', 'b', 'c'])
   np.testing.assert_allclose(matrix[0], [3.5, 0.0])
   np.testing.assert_allclose(matrix[1], [0.5, 0.5])
@@ -169,18 +172,18 @@ def test_plateau_and_seed_means():
   # Seed means: 0.6, 0.81, 0.82 (best), 0.815; within 2% from step 20.
   runs = [result(0, {10: 0.5, 20: 0.80, 30: 0.81, 40: 0.79}),
           result(1, {10: 0.7, 20: 0.82, 30: 0.83, 40: 0.84})]
-  mean, lo, hi, n = reproduce.value_at(runs, 20, 'parse_en',
+  mean, lo, hi, n = report.value_at(runs, 20, 'parse_en',
                                        'token_accuracy')
   assert (round(mean, 6), lo, hi, n) == (0.81, 0.8, 0.82, 2)
-  p = reproduce.plateau(runs, 'parse_en', 'token_accuracy')
+  p = report.plateau(runs, 'parse_en', 'token_accuracy')
   assert p == {'best_step': 30, 'plateau_step': 20, 'rising': False}
   # Lower is better: WER means 0.19, 0.18 (best), 0.185; 2% of 0.18 is
   # 0.0036, so only the best step itself is on the plateau.
-  p = reproduce.plateau(runs, 'speech_en', 'wer')
+  p = report.plateau(runs, 'speech_en', 'wer')
   assert p['best_step'] == 30 and p['plateau_step'] == 30
   rising = [result(0, {10: 0.2, 20: 0.4})]
-  assert reproduce.plateau(rising, 'parse_en', 'token_accuracy')['rising']
-  assert reproduce.value_at(runs, 50, 'parse_en', 'token_accuracy') is None
+  assert report.plateau(rising, 'parse_en', 'token_accuracy')['rising']
+  assert report.value_at(runs, 50, 'parse_en', 'token_accuracy') is None
 
 
 def test_table2_shows_single_runs_at_n_and_at_their_best_evaluation():
@@ -189,14 +192,14 @@ def test_table2_shows_single_runs_at_n_and_at_their_best_evaluation():
         str(s): {f'{task}/{m}': v + i for i, m in enumerate(metrics)}
         for s, v in values.items()}}
   runs = {'joint8': [{'steps': 16, 'tasks': [], 'evaluations': {}}]}
-  for task in reproduce.SINGLE_TASKS:
+  for task in report.SINGLE_TASKS:
     # Best first metric at step 4 (0.5), worse again at 6.
-    runs[f'single_{task}'] = [result(task, reproduce.TASK_METRICS[task],
+    runs[f'single_{task}'] = [result(task, report.TASK_METRICS[task],
                                      {2: 0.3, 4: 0.5, 6: 0.4})]
-  step, cells = reproduce.best_cells(runs['single_parse_en'], 'parse_en')
+  step, cells = report.best_cells(runs['single_parse_en'], 'parse_en')
   assert step == 4
   assert cells['sequence_accuracy'] == (1.5, 1.5, 1.5, 1)
-  text = '\n'.join(reproduce._table2(runs, 2, {}))  # pylint: disable=protected-access
+  text = '\n'.join(report._table2(runs, 2, {}))  # pylint: disable=protected-access
   assert 'best evaluation (≤ 6 steps)' in text
   assert '| parse_en | token_accuracy | 30.0% | 50.0% @ 4 |' in text
   assert '| translate_en_de | bleu | 1.3 | 1.5 @ 4 |' in text
@@ -226,7 +229,8 @@ def test_a_finished_single_run_trains_on_to_a_larger_budget(data, xla_cache,
 
 
 def test_a_mixture_without_text_still_gets_a_vocabulary(data):
-  from configs import single  # pylint: disable=g-import-not-at-top
+  from mm_jax import config as base  # pylint: disable=g-import-not-at-top
+  single = base.load_module('single')
   config = conftest.small_config(data, single.get_config('imagenet,tiny'),
                                  {'data.vocab_path': ''})
   vocab = prepare.ensure_prepared(config.data)

@@ -1,15 +1,16 @@
-"""Tests for mm_jax/validate.py: bad config values fail at once, naming the
+"""Tests for mm_jax/config/validate.py: bad config values fail at once, naming the
 key and the allowed range (8 fake CPU devices, see conftest.py)."""
 
 import jax
 import pytest
 
-from configs import base
-from configs import joint8
-from configs import single
-from configs import table3
-from configs import table4
-from mm_jax import validate
+from mm_jax import config as base
+from mm_jax.config import validate
+
+joint8 = base.load_module('joint8')
+single = base.load_module('single')
+table3 = base.load_module('table3')
+table4 = base.load_module('table4')
 
 
 def _config(overrides):

@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from configs import base
+from mm_jax import config as base
 from mm_jax import contract
 from mm_jax.data import registry
 from mm_jax.data import sources

@@ -1,5 +1,5 @@
 """The audio front end shared by every speech source: reading, resampling and
-log-mel features (docs/design.md, "Audio"). Plain numpy; no librosa.
+log-mel features (docs/data.md, "Audio front end"). Plain numpy; no librosa.
 
   wav, rate = read_audio('utt.wav')           # float32 [n] in [-1, 1], Hz
   feats = log_mel(wav, sample_rate=rate)      # float32 [frames, 80, 1]

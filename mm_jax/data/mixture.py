@@ -1,4 +1,4 @@
-"""Task sampling: which task trains at each step (docs/design.md, "Mixing").
+"""Task sampling: which task trains at each step (docs/data.md, "Mixing").
 
 Each step trains one task, drawn from the enabled tasks (``plan.resolve``:
 weight > 0) with probability

@@ -158,7 +158,7 @@ def _loss_weight(task_name: str, config) -> float:
   if task_name not in weights:
     raise ValueError(f'Task {task_name!r} has no loss weight: add it to '
                      'config.task_loss_weights (ALL_TASKS of '
-                     'mm_jax/config_defaults.py lists the tasks a config '
+                     'mm_jax/config/defaults.py lists the tasks a config '
                      'knows).')
   return float(weights[task_name])
 

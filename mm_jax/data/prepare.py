@@ -14,7 +14,6 @@ dataset is rebuilt. Prints the time of each step.
 code calls it on first use and gets the ``Vocabulary``.
 """
 
-import importlib.util
 import logging
 import os
 import sys
@@ -23,10 +22,11 @@ from typing import Callable, Optional, Sequence
 
 from absl import flags
 
+from mm_jax import config as config_lib
 from mm_jax.data import plan
 from mm_jax.data import registry
-from mm_jax.data import vocab as vocab_lib
 from mm_jax.data.tiny import builders
+from mm_jax.data import vocab as vocab_lib
 
 # Tiny dataset behind each built-in task.
 TINY_DATASETS = {'speech_en': 'tiny_speech', 'imagenet': 'tiny_images',
@@ -112,18 +112,6 @@ def ensure_prepared(data_cfg, report: Optional[Callable[[str], None]] = None
   return vocab
 
 
-def load_config(spec: str):
-  """'path/to/config.py[:arg]' -> ``get_config(arg)``."""
-  path, _, arg = spec.partition(':')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'Config file {path} not found; pass '
-                            '--config=configs/base.py:tiny from the repo root.')
-  spec_ = importlib.util.spec_from_file_location('_mm_jax_config', path)
-  module = importlib.util.module_from_spec(spec_)
-  spec_.loader.exec_module(module)
-  return module.get_config(arg or None)
-
-
 def parse_flags(argv: Sequence[str]) -> flags.FlagValues:
   """``--suite``, ``--config``, ``--data_dir`` of ``argv`` (no program name),
   in a private ``FlagValues`` so that importing this module registers no
@@ -150,11 +138,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
   args = parse_flags(sys.argv[1:] if argv is None else argv)
   path = args.config
   if path is None:
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))))
-    size = 'base' if args.suite == 'real' else 'tiny'
-    path = os.path.join(repo, 'configs', 'base.py') + ':' + size
-  config = load_config(path)
+    path = 'base' if args.suite == 'real' else 'tiny'
+    config = config_lib.get_config(path)
+  else:
+    config = config_lib.from_file(path)
   if args.suite and config.data.suite != args.suite:
     raise SystemExit(f'--suite={args.suite} but {path} uses suite '
                      f'{config.data.suite!r}.')

@@ -49,6 +49,7 @@ import functools
 from typing import Callable, Mapping, Optional, Sequence
 
 from mm_jax import contract
+from mm_jax.data import real_sources
 from mm_jax.data import sources
 from mm_jax.data.sources import CorruptExample  # pylint: disable=unused-import
 from mm_jax.data.tiny import vision
@@ -185,13 +186,13 @@ def _builtin_tasks() -> list[Task]:
            # like LibriSpeech and normalised WSJ transcripts.
            sources={'tiny': _P(_tiny_loader, 'tiny_speech',
                                _P(sources.speech, words_only=True)),
-                    'real': sources.speech_source},
+                    'real': real_sources.speech_source},
            metrics=TEXT_METRICS + ('wer',), text_fields=('targets',)),
       Task(name='parse_en', input_modality='text', output_modality='text',
            target_space='parse',
            sources={'tiny': _P(_tiny_loader, 'tiny_translation',
                                sources.parse_tree),
-                    'real': sources.parse_source},
+                    'real': real_sources.parse_source},
            metrics=TEXT_METRICS + ('sequence_accuracy',),
            text_fields=('inputs', 'targets')),
       Task(name='imagenet', input_modality='image', output_modality='class',
@@ -208,7 +209,7 @@ def _builtin_tasks() -> list[Task]:
       Task(name='caption_en', input_modality='image', output_modality='text',
            target_space='en',
            sources={'tiny': _tiny_captions,
-                    'real': sources.coco_source},
+                    'real': real_sources.coco_source},
            metrics=TEXT_METRICS + ('bleu',), text_fields=('targets',)),
   ] + [_translation_task(s, t) for s, t in _WMT]
 

@@ -1,4 +1,4 @@
-"""The shared SentencePiece vocabulary of all text (docs/design.md,
+"""The shared SentencePiece vocabulary of all text (docs/data.md,
 "Vocabulary").
 
 One unigram SentencePiece model covers every text side of the enabled tasks

@@ -5,5 +5,5 @@ the passes during training (``evaluator``).
   metrics, samples = evaluate.evaluate_task(model, params, task, batches,
                                             vocab, config.eval, step_fn)
 
-Decoding itself (beam search, greedy, class top-k) is ``mm_jax.decode``.
+Decoding itself (beam search, greedy, class top-k) is ``mm_jax.eval.decode``.
 """

@@ -46,9 +46,9 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-from mm_jax import decode
 from mm_jax.data import batching
 from mm_jax.data import registry
+from mm_jax.eval import decode
 from mm_jax.eval import metrics as metrics_lib
 
 StepFn = Callable[[Any, Mapping[str, Any]], Mapping[str, Any]]

@@ -7,7 +7,7 @@ Reads ``<workdir>/checkpoints/<step>/{state,meta}`` written by
 ``mm_jax.train.checkpoint.Checkpointer``; only finalised checkpoints count,
 so a run still writing one is safe to read from. The run's config is rebuilt
 from the JSON the checkpoint's meta stores (``run_files.config_from_meta``,
-over the defaults of ``mm_jax/config_defaults.py``, so keys added to the
+over the defaults of ``mm_jax/config/defaults.py``, so keys added to the
 schema later keep their defaults); the vocabulary is loaded from the path
 the meta records and must have the recorded sha256. Only the parameters are
 restored (no optimiser state), replicated on the chosen devices.

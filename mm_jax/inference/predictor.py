@@ -10,7 +10,7 @@
 
 Inputs are split into batches of at most ``max_batch_size`` (sorted by
 length, so similar lengths share a batch) and padded to shape buckets
-(``inputs.py``); the jitted decoders of ``mm_jax.decode`` therefore compile
+(``inputs.py``); the jitted decoders of ``mm_jax.eval.decode`` therefore compile
 once per (task modalities, bucket, beam size, decode length), and a second
 call with another number of inputs in the same bucket reuses the executable.
 Text outputs are beam-searched with ``config.eval.length_penalty``; the best
@@ -30,8 +30,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from mm_jax import config_defaults
-from mm_jax import decode
+from mm_jax.config import defaults as config_defaults
+from mm_jax.eval import decode
 from mm_jax import sharding
 from mm_jax.data import plan
 from mm_jax.data import registry

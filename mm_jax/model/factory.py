@@ -1,7 +1,7 @@
 """Building and initialising a MultiModel from a config.
 
   import mm_jax
-  from configs import base
+  from mm_jax import config as base
   config = base.get_config('tiny')
   model = mm_jax.create_model(config)
   variables = mm_jax.init_variables(model, jax.random.key(0))

@@ -1,7 +1,7 @@
 """Sparsely-gated mixture of experts (Shazeer et al. 2017) + dense ablation.
 
 ``MoE``: ``y = LN(x + sum_i G_i(x) E_i(x))`` with noisy top-k gating over
-``E`` bias-free ReLU experts ``D -> F -> D`` (decisions: docs/design.md,
+``E`` bias-free ReLU experts ``D -> F -> D`` (decisions: docs/model.md,
 "Mixture of experts"). Router math is float32 whatever the compute dtype.
 
 Tokens are routed in groups: ``[B, L]`` tokens become ``G`` groups of ``S``

@@ -43,7 +43,7 @@ def check_modalities(input_modality: str, output_modality: str) -> None:
 
 class MultiModel(nn.Module):
   """The MultiModel. ``cfg`` is ``config.model`` frozen (the schema:
-  mm_jax/config_defaults.py); ``remat`` is ``config.train.remat``
+  mm_jax/config/defaults.py); ``remat`` is ``config.train.remat``
   (``body.REMAT_POLICIES``)."""
   cfg: ml_collections.FrozenConfigDict
   remat: str = 'none'

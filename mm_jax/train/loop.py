@@ -1,8 +1,9 @@
 r"""The training loop: ``train_and_evaluate(config, workdir)``.
 
-  from configs import joint8
+  from mm_jax import config
   from mm_jax.train import loop
-  final = loop.train_and_evaluate(joint8.get_config('tiny'), '/tmp/joint8')
+  final = loop.train_and_evaluate(config.from_file('configs/joint8.py:tiny'),
+                                   '/tmp/joint8')
 
 The one function the command line (``launch/train.py``), notebooks and tests
 call. In order: ``jax.distributed.initialize`` (when
@@ -41,7 +42,7 @@ import numpy as np
 
 from mm_jax import compile_cache
 from mm_jax import sharding
-from mm_jax import validate
+from mm_jax.config import validate
 from mm_jax.data import pipeline
 from mm_jax.data import plan
 from mm_jax.data import prepare

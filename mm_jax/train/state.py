@@ -120,7 +120,7 @@ def create_train_state(config, model, mesh: jax.sharding.Mesh,
 def jitted_init(model, tx: optax.GradientTransformation,
                 shardings: TrainState):
   """The jitted initialiser ``key -> TrainState``, written sharded
-  (``create_train_state`` runs it; ``mm_jax.aot`` compiles it ahead of
+  (``create_train_state`` runs it; ``mm_jax.perf.aot`` compiles it ahead of
   time)."""
   return jax.jit(functools.partial(_init, model=model, tx=tx),
                  out_shardings=shardings)

@@ -308,7 +308,7 @@ class StepCompiler:
     """The ``kind`` ('train' | 'eval') step of ``task_name``, lowered for
     ``first`` (the state, or its params for 'eval') and ``batch``: arrays,
     or ``jax.ShapeDtypeStruct``s with shardings (ahead-of-time compilation,
-    ``mm_jax.aot``). The same jitted function the run executes."""
+    ``mm_jax.perf.aot``). The same jitted function the run executes."""
     with sharding.activate(self.mesh, self.rules):
       return self._jit(kind, self.signature(task_name)).lower(first, batch)
 

@@ -1,4 +1,4 @@
-"""Modality nets of the MultiModel (docs/design.md, "Modality nets").
+"""Modality nets of the MultiModel (docs/model.md, "Modality nets").
 
   language     input/target embeddings and the softmax (shared vocabulary)
   image        Xception entry flow: pixels -> [B, Y', X', D] grid

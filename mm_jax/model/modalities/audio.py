@@ -12,7 +12,7 @@ Collapsing frequency *before* the D-wide block (flatten the ``[M, 2^k]``
 features of a frame and let the last ConvRes project them to D, as the
 Conv2d subsampling front ends of Conformer / DeepSpeech2 do) keeps the cost
 of that block per frame at O(M 2^k D + D^2) instead of O(M D^2); T2T kept all
-M bins at width D and fed frames' * M positions to the body (docs/design.md,
+M bins at width D and fed frames' * M positions to the body (docs/model.md,
 "Modality nets").
 
 Padding: the mask ``[B, A]`` is strided with the time strides; padded

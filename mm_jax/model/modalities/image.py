@@ -7,7 +7,7 @@ An ``[Y, X]`` image becomes a ``[ceil(Y/16), ceil(X/16)]`` grid of
 D-vectors; 299x299 gives 19x19 = 361 body positions. Any size works.
 
 Two choices follow T2T's ``ImageModality`` and Xception rather than the
-paper's literal wording (docs/design.md, "Modality nets"):
+paper's literal wording (docs/model.md, "Modality nets"):
 - the two stem steps use full (not depthwise-separable) 3x3 convolutions: a
   separable 3x3 over the 3 colour channels can only learn 3 spatial filters;
   ``separable_stem=True`` gives the literal SepConv version;

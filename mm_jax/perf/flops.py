@@ -33,9 +33,9 @@ from typing import Dict, Mapping, Sequence, Tuple
 
 
 from mm_jax.model import conv
-from mm_jax.model import moe
 from mm_jax.model.modalities import audio as audio_shapes
 from mm_jax.model.modalities import categorical
+from mm_jax.model import moe
 
 STEP_FACTOR = 6          # 2 FLOP per MAC x (forward + backward = 3 forwards)
 

@@ -20,8 +20,8 @@ from typing import Any, Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from mm_jax import config_defaults
-from mm_jax.overrides import parse_variant  # pylint: disable=unused-import
+from mm_jax.config import defaults as config_defaults
+from mm_jax.config.variants import parse_variant  # pylint: disable=unused-import
 from mm_jax.train import loop
 
 # The headline metrics of the table, when a task reports them.

@@ -8,7 +8,7 @@ for the single-task expert count. The experiment files (``configs/*.py``,
 whose ``configs/base.py`` re-exports this module) start from ``get_config``
 and override fields; they never add keys. ``override`` sets dotted keys.
 
-  from mm_jax import config_defaults
+  from mm_jax.config import defaults as config_defaults
   config = config_defaults.get_config('tiny')
   config = config_defaults.override(config, {'train.num_train_steps': 5})
 
@@ -96,7 +96,7 @@ def model_config(size='tiny', single_task=False):
   m.num_target_spaces = 16          # rows of the task-token table
   # The task token is the decoder's first input (paper); True also adds it
   # to every later position, as T2T's Transformer adds its target-space
-  # embedding to every input position (docs/design.md, "Modality nets").
+  # embedding to every input position (docs/model.md, "Modality nets").
   m.task_token_every_position = False
   # Dropout at the end of each ConvBlock. Off for tiny: a CPU
   # run sees each example about once, and 0.1 slowed learning ~3x there

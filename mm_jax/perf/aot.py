@@ -5,7 +5,7 @@
   print(aot.format_table(result))
 
 libtpu's compiler builds the real TPU executables for the chips of a pod
-slice (``mm_jax.tpu_topology``) on a CPU-only host (JAX_PLATFORMS=cpu).
+slice (``mm_jax.perf.tpu_topology``) on a CPU-only host (JAX_PLATFORMS=cpu).
 ``check`` lowers, from abstract shapes (``jax.ShapeDtypeStruct``s with the
 run's shardings, on the run's mesh over those chips), the programs a run of
 ``config`` compiles, and compiles each one:
@@ -21,8 +21,8 @@ run's shardings, on the run's mesh over those chips), the programs a run of
 Each row (per chip): argument, temporary and total memory (arguments +
 unaliased outputs + temporaries + code) against the chip's HBM; XLA's FLOPs;
 the cost model's time estimate when valid (``valid_estimate``) and the MFU
-it implies (analytic model FLOPs, ``mm_jax.flops``, for train steps, as in
-``mm_jax.benchmark``; XLA's FLOPs otherwise); counts and result bytes of the
+it implies (analytic model FLOPs, ``mm_jax.perf.flops``, for train steps, as in
+``mm_jax.perf.benchmark``; XLA's FLOPs otherwise); counts and result bytes of the
 collectives in the optimised HLO; lowering and compile seconds. XLA's
 counts take a loop body once: a decode row's FLOPs, estimate and
 collectives are those of one decoding step plus the encoder. A program
@@ -49,13 +49,13 @@ import numpy as np
 
 import mm_jax
 from mm_jax import contract
-from mm_jax import flops as flops_lib
+from mm_jax.perf import flops as flops_lib
 from mm_jax import sharding
-from mm_jax import tpu_topology
 from mm_jax.data import batching
 from mm_jax.data import plan
 from mm_jax.data import registry
 from mm_jax.eval import evaluate
+from mm_jax.perf import tpu_topology
 from mm_jax.train import optim
 from mm_jax.train import state as state_lib
 from mm_jax.train import step as step_lib

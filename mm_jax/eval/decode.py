@@ -13,7 +13,7 @@ key/value cache to reuse: decoding ``T`` tokens costs ``O(T^2)`` body work,
 about ``T / 2`` teacher-forced passes. The O(T) alternative is a per-layer
 cache of the last ``(kernel - 1) * dilation`` inputs of every causal ConvStep
 (WaveNet-style fast generation), which needs incremental variants of the
-body modules; see docs/design.md, "Decoding and evaluation". Only the
+body modules; see docs/model.md, "Decoding". Only the
 softmax is restricted to position ``t`` (a Flax method interceptor slices
 the decoder output before ``Language.logits``), so the ``[B * K, T, V]``
 logits are never formed.
@@ -40,8 +40,8 @@ import jax
 import jax.numpy as jnp
 
 from mm_jax import contract
-from mm_jax.model import multimodel
 from mm_jax.model.modalities import language
+from mm_jax.model import multimodel
 
 # Finite "minus infinity": keeps the beam arithmetic free of inf - inf.
 NEG_INF = -1.0e9

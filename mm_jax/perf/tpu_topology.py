@@ -6,7 +6,7 @@
 
 libtpu (``pip install -e '.[tpu-aot]'``) describes the chips of any slice to
 ``jax.experimental.topologies``; XLA then compiles real TPU executables for
-them on a CPU-only host (``mm_jax.aot``). Per-chip HBM and peak bf16
+them on a CPU-only host (``mm_jax.perf.aot``). Per-chip HBM and peak bf16
 FLOP/s are the Cloud TPU documentation's figures.
 """
 
@@ -52,7 +52,7 @@ class Chip:
 # Cloud TPU docs: v4 32 GiB, 275 TFLOP/s; v5e 16 GB, 197; v5p 95 GB, 459;
 # v6e 32 GB, 918 (the "GB" taken as GiB). The runtime reserves part of it
 # (XLA's out-of-memory reports show e.g. 15.48G usable on a v5e); a program
-# over the usable HBM fails to compile, which mm_jax.aot reports too.
+# over the usable HBM fails to compile, which mm_jax.perf.aot reports too.
 CHIPS = {
     'v4': Chip('v4', 32 * GiB, 275e12, 3, 2, 'megacore'),
     'v5e': Chip('v5e', 16 * GiB, 197e12, 2, 1, 'default'),

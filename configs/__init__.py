@@ -1,1 +1,0 @@
-"""Experiment configs: one ``get_config(arg)`` per file; ``base`` holds the schema."""
