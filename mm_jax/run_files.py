@@ -232,9 +232,8 @@ def config_from_meta(config_json: dict) -> ml_collections.ConfigDict:
   missing = {k: v for k, v in body.LEGACY_LAYOUT.items()
              if k not in config_json['model']}
   if missing:
-    logging.info('The checkpoint predates the body layout switches (issue '
-                 '13): reading it with the layout it was trained with, %s.',
-                 missing)
+    logging.info('The checkpoint predates some layout switches: reading it '
+                 'with the layout it was trained with, %s.', missing)
   with config.unlocked():
     _merge(config, config_json, 'config')
     config.model.update(missing)

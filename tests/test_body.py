@@ -93,6 +93,7 @@ def test_old_checkpoint_config_loads_with_its_layout():
   assert config.model.decoder_attention_residual is False
   assert config.model.timing_num_timescales == 0
   assert config.model.decoder_output_norm is False
+  assert config.model.image_skip_relu == (True, True, True)
   assert 'conv_block_norm_scale_init' not in config.model
 
 
@@ -109,6 +110,14 @@ def test_resuming_another_layout_names_the_switches():
   assert '--config.model.decoder_output_norm=False' in text
   same = {'model': dict(config.model.to_dict())}
   checkpoint.check_layout({'config': _jsonable(same)}, config.model, 'w')
+  t2t_skip = _jsonable({'model': {**config.model.to_dict(),
+                                  'image_skip_relu': (True, False, False)}})
+  with pytest.raises(ValueError, match=r'model.image_skip_relu: checkpoint '
+                     r'\(True, False, False\), this config \(True, True, True\)'):
+    checkpoint.check_layout({'config': t2t_skip}, config.model, 'w')
+  with pytest.raises(ValueError,
+                     match=r"--config.model.image_skip_relu='\(True,False,False\)'"):
+    checkpoint.check_layout({'config': t2t_skip}, config.model, 'w')
 
 
 def _jsonable(value):

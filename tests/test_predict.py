@@ -310,7 +310,8 @@ def test_classify_reads_images_at_the_class_image_size(run, monkeypatch):
   sizes = []
   real = inputs_lib.image_array
   monkeypatch.setattr(inputs_lib, 'image_array',
-                      lambda x, i, size: sizes.append(size) or real(x, i, size))
+                      lambda x, i, size, augment: sizes.append(size) or real(
+                          x, i, size, augment))
   assert len(small.classify(_image(0), top_k=2)[0]) == 2
   small.caption(_image(0))
   assert sizes == [16, 32]

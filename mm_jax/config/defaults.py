@@ -4,20 +4,17 @@ r"""The config schema: every default of mm_jax, per size.
 ``data_config``, ``train_config``, ``eval_config``, ``mesh_config`` and
 ``distributed_config`` build its sections. ``arg`` is a size name from
 ``SIZES`` (``tiny``, ``base``, ``paper``), optionally followed by ``,single``
-for the single-task expert count. The experiment files (``configs/*.py``,
-whose ``configs/base.py`` re-exports this module) start from ``get_config``
-and override fields; they never add keys. ``override`` sets dotted keys.
+for the single-task expert count. The experiment files (``configs/*.py``)
+start from ``get_config`` and override fields; they never add keys.
+``override`` sets dotted keys. ``mm_jax.config`` re-exports these names:
 
-  from mm_jax.config import defaults as config_defaults
-  config = config_defaults.get_config('tiny')
-  config = config_defaults.override(config, {'train.num_train_steps': 5})
+  from mm_jax import config as base
+  config = base.get_config('tiny')
+  config = base.override(config, {'train.num_train_steps': 5})
 
-Sizes, one table, no subclasses:
-
-  size   d     heads  expert hidden  experts/MoE layer (joint | single)  k  dtype
-  tiny   128   4      256            8 | 4                               2  float32
-  base   512   8      2048           30 | 15                             2  bfloat16
-  paper  1536  8      1536           120 | 30                            4  bfloat16
+Sizes are one table, ``SIZES`` (no subclasses): width, heads, experts per
+MoE layer (joint and single-task), k, compute dtype, vocabulary, image size
+and classes of ``tiny``, ``base`` and ``paper``.
 """
 
 import ml_collections
@@ -105,6 +102,15 @@ def model_config(size='tiny', single_task=False):
   m.dtype = s['dtype']              # compute dtype; parameters are float32
   m.param_dtype = 'float32'
   m.layer_norm_epsilon = 1e-6
+  # Kernel initialiser (mm_jax/model/inits.py): 'orthogonal' is T2T's scope
+  # initializer, tf.orthogonal_initializer(gain=1.0) (trainer_utils.py and
+  # slicenet_params1 at 3d9c62f2; multimodel_base at eb5652f5), part of the
+  # base and paper recipes; 'lecun' (LeCun normal) is mm_jax's tiny choice
+  # (docs/model.md, "Faithfulness to the paper and to T2T").
+  m.init = 'lecun' if size == 'tiny' else 'orthogonal'
+  # The task-token table (task_token.py): 'orthogonal' (T2T: rows of norm 1)
+  # or 'normal' (N(0, 1): rows of norm about sqrt(D)).
+  m.task_token_init = 'normal' if size == 'tiny' else 'orthogonal'
 
   # Body, as T2T's paper-time multimodel.py + slicenet.py;
   # every deviation is a switch here (README "Faithfulness").
@@ -178,13 +184,22 @@ def model_config(size='tiny', single_task=False):
   m.moe.capacity_factor_train = 1.25
   m.moe.capacity_factor_eval = 2.0
   m.moe.group_size = 1024            # tokens per routing group (capacity unit)
-  m.moe.dispatch = 'capacity'        # 'capacity' | 'dense' (reference)
+  # 'capacity' (drops overflow: C = ceil(cf k S / E)); 'ragged' (dropless,
+  # grouped matmuls; one device or data parallelism); 'dense' (every expert
+  # on every token, the test reference). T2T's MoE dropped nothing; a
+  # capacity_factor_train of num_experts / k is dropless with capacity
+  # dispatch too (C = S) and works with expert parallelism.
+  m.moe.dispatch = 'capacity'
   m.moe.cv_loss_coef = 1e-2          # CV²(importance) + CV²(load)
   m.moe.switch_loss_coef = 0.0       # optional Switch-Transformer aux loss
   m.moe.z_loss_coef = 0.0            # optional router z-loss
 
   # Image modality (Xception entry flow) and categorical output (exit flow).
   m.image_entry_filters = (32, 64, 128, 256)   # then one ConvRes block to d
+  # ReLU before the 1x1 skip of each entry-flow ConvRes block. T2T's
+  # res_relu is (True, False, False) (ImageModality, utils/modality.py at
+  # 3d9c62f2); mm_jax applied it in all three.
+  m.image_skip_relu = (True, True, True)
   m.num_classes = s['num_classes']
   m.class_exit_multipliers = (1.25, 2.0, 2.5)  # exit-flow widths, x d
 
@@ -263,6 +278,11 @@ def data_config(size='tiny'):
   # per example, and at 64 px it stayed near chance in the 15-minute demo
   # (docs/experiments.md, "Why the image path learns slowly").
   d.class_image_size = 32 if size == 'tiny' else 0
+  # Image augmentation (preprocess.py): T2T's ('t2t': 80% resized to 360/299
+  # of the size and cropped at random, else resized; utils/data_reader.py at
+  # 3d9c62f2) for the real sizes; an Inception-style crop ('inception') for
+  # the tiny suite's procedural images.
+  d.image_augment = 'inception' if size == 'tiny' else 't2t'
   if size == 'tiny':
     d.batch_size_multiplier.imagenet = 4
   d.audio_max_frames = 800 if size == 'tiny' else 2048    # tiny: <8 s
@@ -311,10 +331,19 @@ def train_config(size='tiny'):
   # 'exp_warmup' (paper-time T2T): exponential rise over warmup_steps from
   #   learning_rate / 100 to learning_rate, then rsqrt decay.
   t.schedule = 'noam'
-  # Tiny: peak 2.65e-3 at step 100 (noam peak = scale * d**-0.5 *
-  # warmup**-0.5), so that the 15-minute CPU demo learns every task; a
-  # scale of 2.0 with 400 warm-up steps peaked at 8.8e-3 and diverged there.
-  t.learning_rate = 0.3 if tiny else 0.2     # noam scale (x d**-0.5)
+  # learning_rate is in optax's units: the step Adam takes (a scale x
+  # d**-0.5 for noam, the peak otherwise). T2T's hparams are 500x larger:
+  # its optimiser wrapper handed LazyAdam learning_rate / 500
+  # (utils/trainer_utils.py@3d9c62f2, _ConditionalOptimizer; optim.py).
+  # Tiny (mm_jax's own): peak 2.65e-3 at step 100 (noam peak = scale *
+  # d**-0.5 * warmup**-0.5), so that the 15-minute CPU demo learns every
+  # task; a scale of 2.0 with 400 warm-up steps peaked at 8.8e-3 and
+  # diverged there.
+  # Base: T2T's multimodel_base (models/multimodel.py@eb5652f5): the legacy
+  # noam scheme 5000 d**-0.5 min(...) with learning_rate 0.1 and 4000
+  # warm-up steps, over 500 (utils/optimize.py@eb5652f5): a scale of
+  # 0.1 * 5000 / 500 = 1.0, a peak of 7.0e-4 at d = 512.
+  t.learning_rate = 0.3 if tiny else 1.0     # noam scale (x d**-0.5)
   t.warmup_steps = 100 if tiny else 4000
   # 't2t_exp' (decay of its last decay_steps steps; optim.py).
   t.decay_rate = 0.9999955
@@ -325,6 +354,18 @@ def train_config(size='tiny'):
   t.grad_clip_norm = 2.0
   t.weight_decay = 0.0
   t.weight_decay_type = 'decoupled'   # | 'normalized_l2' (paper-time T2T)
+  # normalized_l2 per T2T variable (one expert's matrix: T2T's) or per
+  # stacked array (each of E experts decays E times more weakly).
+  t.weight_decay_normalizer = 't2t_variable'   # | 'array'
+  if size == 'base':
+    # multimodel_base keeps basic_params1's weight_decay 0.1
+    # (layers/common_hparams.py@eb5652f5), the normalised L2 of
+    # utils/model_builder.py@eb5652f5.
+    t.weight_decay, t.weight_decay_type = 0.1, 'normalized_l2'
+  # T2T's --worker_replicas W: the learning rate over sqrt(W), the warm-up
+  # times W (trainer_utils.py@3d9c62f2, learning_rate_decay and model_fn).
+  # 1 = one synchronous replica takes T2T's numbers as they are.
+  t.t2t_worker_replicas = 1
   if size == 'paper':
     # The paper's code: T2T hparams set multimodel_1p8 (multimodel.py at
     # 3d9c62f2) = slicenet_params1 (slicenet.py) + overrides, read by
@@ -333,15 +374,19 @@ def train_config(size='tiny'):
     #     warm-up from 1% over learning_rate_warmup_steps 3000
     #     (slicenet_params1), then decay 0.9999955 per step over the last
     #     500k steps;
-    #   learning_rate 0.05 (slicenet_params1) as the peak. trainer_utils
-    #     divided it by sqrt(worker_replicas) and multiplied the warm-up by
-    #     worker_replicas; one synchronous replica here takes them as is.
-    #     (A warm-up "to 1e-4" is not in the code.)
+    #   learning_rate 0.05 (slicenet_params1), which LazyAdam received
+    #     divided by 500 (trainer_utils.py, _ConditionalOptimizer): a peak
+    #     Adam step of 1e-4 with one worker;
+    #   worker_replicas 8: multimodel_1p8 sets problem_choice 'distributed',
+    #     one problem per worker, and trainer_utils asserts that the worker
+    #     count is a multiple of the problem count (8). T2T then divided the
+    #     peak by sqrt(8) and stretched the warm-up to 3000 x 8 steps;
     #   weight_decay 3.0 (slicenet_params1), trainer_utils' normalised L2:
     #     3.0 * sum over matrices of l2_loss(v) / size(v).
     #   optimizer_adam_beta1 0.85, beta2 0.997, epsilon 1e-6, clip_grad_norm
     #     2.0, label_smoothing 0.1 (slicenet_params1): the defaults above.
-    t.schedule, t.warmup_steps, t.learning_rate = 't2t_exp', 3000, 0.05
+    t.schedule, t.warmup_steps, t.learning_rate = 't2t_exp', 3000, 0.05 / 500
+    t.t2t_worker_replicas = 8
     t.weight_decay, t.weight_decay_type = 3.0, 'normalized_l2'
   t.label_smoothing = 0.1
   t.log_every = 50 if tiny else 100

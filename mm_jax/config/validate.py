@@ -31,7 +31,8 @@ CADENCES = (
 POSITIVE = ('data.batch_size', 'data.max_input_length',
             'data.max_target_length', 'data.audio_max_frames',
             'data.image_size', 'eval.batch_size', 'eval.beam_size',
-            'eval.max_decode_length', 'train.keep_checkpoints')
+            'eval.max_decode_length', 'train.keep_checkpoints',
+            'train.t2t_worker_replicas')
 # Integers that must be >= 0 (key, what 0 means).
 NON_NEGATIVE = (('train.num_train_steps', 'no training steps'),
                 ('data.class_image_size', 'data.image_size'),

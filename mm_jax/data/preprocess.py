@@ -22,11 +22,19 @@ A record that cannot be used becomes a ``Skip`` marker with a reason
 (``'corrupt'``, ``'empty'`` or ``'too_long'``); the pipeline counts and drops
 it. Nothing is truncated.
 
-Images: training takes an Inception-style random crop (area and aspect ratio
-sampled) resized to ``image_size`` and a horizontal flip; evaluation resizes
-the central ``EVAL_CROP_FRACTION`` square. Caption tasks are not flipped and
-are cropped only mildly: their captions name left/right relations and objects
-that a tight crop would remove.
+Images, by ``data.image_augment`` (``IMAGE_AUGMENTS``):
+
+- ``'inception'``: training takes an Inception-style random crop (area and
+  aspect ratio sampled) resized to ``image_size`` and a horizontal flip;
+  evaluation resizes the central ``EVAL_CROP_FRACTION`` square. Caption
+  tasks are not flipped and are cropped only mildly: their captions name
+  left/right relations and objects that a tight crop would remove.
+- ``'t2t'``: T2T's, for ImageNet and COCO alike (utils/data_reader.py at
+  3d9c62f2, ``common_layers.image_augmentation``): in training, with
+  probability 0.8 the whole image is resized to ``360/299 * image_size``
+  square, a random ``image_size`` square cropped and flipped at random;
+  otherwise, and in evaluation, the whole image is resized to
+  ``image_size`` square. Aspect ratios are not kept.
 """
 
 import dataclasses
@@ -49,6 +57,11 @@ CLASS_CROP_AREA = (0.35, 1.0)
 CAPTION_CROP_AREA = (0.8, 1.0)
 CROP_ASPECT = (3 / 4, 4 / 3)
 EVAL_CROP_FRACTION = 0.875   # central square side / shorter image side
+IMAGE_AUGMENTS = ('inception', 't2t')
+# T2T (utils/data_reader.py@3d9c62f2): 80% of training images are resized to
+# 360 x 360 and cropped to 299 x 299 at random; scaled here to any size.
+T2T_AUGMENT_PROBABILITY = 0.8
+T2T_RESIZE = 360 / 299
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,11 +153,38 @@ def image_train(image, size: int, rng: np.random.Generator, *,
   return np.ascontiguousarray(out)
 
 
-def image_eval(image, size: int) -> np.ndarray:
-  """Central crop resized -> uint8 [size, size, 3]; deterministic."""
+def image_eval(image, size: int, augment: str = 'inception') -> np.ndarray:
+  """-> uint8 [size, size, 3]; deterministic: the central crop resized
+  (``'inception'``), or the whole image resized (``'t2t'``)."""
   image = to_rgb(image)
-  box = central_box(image.shape[0], image.shape[1], EVAL_CROP_FRACTION)
+  height, width = image.shape[:2]
+  if _check_augment(augment) == 't2t':
+    return _resize_box(image, (0, 0, width, height), size)
+  box = central_box(height, width, EVAL_CROP_FRACTION)
   return _resize_box(image, box, size)
+
+
+def image_train_t2t(image, size: int, rng: np.random.Generator
+                    ) -> np.ndarray:
+  """T2T's training image (module docstring) -> uint8 [size, size, 3]."""
+  image = to_rgb(image)
+  whole = (0, 0, image.shape[1], image.shape[0])
+  if rng.random() >= T2T_AUGMENT_PROBABILITY:
+    return _resize_box(image, whole, size)
+  big = max(size, round(size * T2T_RESIZE))
+  out = _resize_box(image, whole, big)
+  y0, x0 = rng.integers(0, big - size + 1, size=2)
+  out = out[y0:y0 + size, x0:x0 + size]
+  if rng.random() < 0.5:
+    out = out[:, ::-1]
+  return np.ascontiguousarray(out)
+
+
+def _check_augment(augment: str) -> str:
+  if augment not in IMAGE_AUGMENTS:
+    raise ValueError(f'Unknown data.image_augment {augment!r}; choose one of '
+                     f'{IMAGE_AUGMENTS}.')
+  return augment
 
 
 def audio_features(waveform, sample_rate: int, *, deltas: bool,
@@ -193,6 +233,7 @@ class Preprocessor:
     self.max_target_length = int(data_cfg.max_target_length)
     self.audio_max_frames = int(data_cfg.audio_max_frames)
     self.audio_deltas = bool(data_cfg.audio_deltas)
+    self.augment = _check_augment(data_cfg.image_augment)
     is_class = task.output_modality == 'class'
     self.crop_area = CLASS_CROP_AREA if is_class else CAPTION_CROP_AREA
     self.flip = is_class
@@ -227,12 +268,14 @@ class Preprocessor:
     if kind == 'text':
       return encode_text(value, self.vocab, self.max_input_length)
     if kind == 'image':
-      if self.train:
-        if rng is None:
-          raise ValueError('Training image preprocessing needs an rng.')
-        return image_train(value, self.image_size, rng,
-                           area=self.crop_area, flip=self.flip)
-      return image_eval(value, self.image_size)
+      if not self.train:
+        return image_eval(value, self.image_size, self.augment)
+      if rng is None:
+        raise ValueError('Training image preprocessing needs an rng.')
+      if self.augment == 't2t':
+        return image_train_t2t(value, self.image_size, rng)
+      return image_train(value, self.image_size, rng,
+                         area=self.crop_area, flip=self.flip)
     return audio_features(value, raw.get('sample_rate', SAMPLE_RATE),
                           deltas=self.audio_deltas,
                           max_frames=self.audio_max_frames)

@@ -101,8 +101,10 @@ def image_list(images) -> list:
   return as_list(images, lambda _: False)
 
 
-def image_array(image, index: int, size: int) -> np.ndarray:
-  """One image -> uint8 [size, size, 3] (central crop, resized).
+def image_array(image, index: int, size: int, augment: str = 'inception'
+                ) -> np.ndarray:
+  """One image -> uint8 [size, size, 3], as evaluation prepares it
+  (``preprocess.image_eval`` with ``augment``, ``data.image_augment``).
 
   Arrays must be [H, W, 3] with pixel values in [0, 255]: uint8, or any
   integer or float dtype holding such values. Nothing is rescaled: a float
@@ -135,7 +137,7 @@ def image_array(image, index: int, size: int) -> np.ndarray:
     raise ValueError(f'Input {index} has dtype {a.dtype}; use uint8 or float '
                      'pixel values in [0, 255].')
   check_pixel_range(a, index)
-  return preprocess.image_eval(a, size)
+  return preprocess.image_eval(a, size, augment)
 
 
 def check_pixel_range(a: np.ndarray, index: int) -> None:

@@ -270,8 +270,8 @@ class Predictor:
       return [inputs_lib.text_ids(x, self.vocab, i)
               for i, x in enumerate(items)]
     if modality == 'image':
-      size = task.image_size
-      return [inputs_lib.image_array(x, i, size)
+      size, augment = task.image_size, self.config.data.image_augment
+      return [inputs_lib.image_array(x, i, size, augment)
               for i, x in enumerate(inputs_lib.image_list(inputs))]
     if self.config.model.audio_input != 'spectrogram':
       raise ValueError(f'config.model.audio_input='

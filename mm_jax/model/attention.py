@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mm_jax import axes
-from mm_jax.model import conv, layers
+from mm_jax.model import conv, inits, layers
 
 
 def timing_signal(length: int, channels: int, max_timescale: float = 1.0e4,
@@ -68,12 +68,14 @@ class MultiHeadAttention(nn.Module):
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   implementation: str = 'xla'   # ATTENTION_IMPLS
+  init_scheme: str = 'lecun'    # kernel initialiser (mm_jax.model.inits)
 
   def _proj(self, name, shape, logical, fan_in_axes):
-    """A projection parameter, LeCun-normal over its ``fan_in_axes``."""
+    """A projection parameter over its ``fan_in_axes`` (T2T: a dense
+    layer ``[D, N H]`` or ``[N H, D]``)."""
     fan_out_axes = tuple(i for i in range(3) if i not in fan_in_axes)
-    init = nn.initializers.lecun_normal(in_axis=fan_in_axes,
-                                        out_axis=fan_out_axes)
+    init = inits.kernel(self.init_scheme, in_axis=fan_in_axes,
+                        out_axis=fan_out_axes)
     return self.param(name, nn.with_logical_partitioning(init, logical),
                       shape, self.param_dtype).astype(self.dtype)
 
@@ -142,6 +144,7 @@ class AttentionBlock(nn.Module):
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   impl: str = 'auto'           # depthwise implementation (conv.SepConv.impl)
+  init_scheme: str = 'lecun'   # kernel initialiser (mm_jax.model.inits)
 
   @nn.compact
   def __call__(self, x: jax.Array, source: jax.Array,
@@ -155,9 +158,12 @@ class AttentionBlock(nn.Module):
       h = conv.ConvStep(d, (kernel,), (dilation,), padding='CAUSAL',
                         epsilon=self.epsilon, dtype=self.dtype,
                         param_dtype=self.param_dtype, impl=self.impl,
-                        separability=separabilities[i], name=f'conv_{i}')(h)
+                        separability=separabilities[i],
+                        init_scheme=self.init_scheme,
+                        name=f'conv_{i}')(h)
     attended = MultiHeadAttention(self.num_heads, self.projections, self.dtype,
                                   self.param_dtype, self.implementation,
+                                  init_scheme=self.init_scheme,
                                   name='attention')(h, source, source_mask)
     y = layers.LayerNorm(self.epsilon, self.dtype, self.param_dtype,
                          name='norm')(x + attended)

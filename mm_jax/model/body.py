@@ -42,16 +42,17 @@ def _common(cfg):
 
 
 def _conv_common(cfg):
-  return dict(impl=cfg.depthwise_impl, **_common(cfg))
+  return dict(impl=cfg.depthwise_impl, init_scheme=cfg.init,
+              **_common(cfg))
 
 
 def _mixture(cfg, name, causal=False):
   """The MoE layer, or the dense FFN of the same active size (ablation)."""
   if not cfg.use_moe:
     return moe.DenseFFN(cfg.moe, epsilon=cfg.layer_norm_epsilon, name=name,
-                        **_common(cfg))
+                        init_scheme=cfg.init, **_common(cfg))
   return moe.MoE(cfg.moe, epsilon=cfg.layer_norm_epsilon, causal=causal,
-                 name=name, **_common(cfg))
+                 name=name, init_scheme=cfg.init, **_common(cfg))
 
 
 # train.remat: what the backward pass keeps of each ConvBlock and attention
@@ -87,9 +88,9 @@ def _attention(cfg, name, remat='none'):
 
 DROPOUT_PLACEMENTS = ('stack', 'block')
 
-# The switches that change what the body computes from the same parameters,
+# The switches that change what the model computes from the same parameters,
 # and the values of a checkpoint written before they existed (mm_jax before
-# issue 13, which stored none of them).
+# issue 13 stored none of them; image_skip_relu came with issue 25).
 LEGACY_LAYOUT = {
     'decoder_output_norm': False,
     'conv_block_topology': 'per_step',
@@ -98,6 +99,7 @@ LEGACY_LAYOUT = {
     'timing_num_timescales': 0,
     'conv_separability': 0,
     'mixer_separability': 0,
+    'image_skip_relu': (True, True, True),
 }
 LAYOUT_KEYS = tuple(LEGACY_LAYOUT) + ('encoder_output_norm',)
 
@@ -105,8 +107,10 @@ LAYOUT_KEYS = tuple(LEGACY_LAYOUT) + ('encoder_output_norm',)
 def stored_layout(model_json: dict) -> dict:
   """The body layout of a checkpoint's stored ``config.model`` (JSON);
   keys it lacks take their ``LEGACY_LAYOUT`` values."""
-  return {k: model_json.get(k, LEGACY_LAYOUT.get(k)) for k in LAYOUT_KEYS
-          if k in model_json or k in LEGACY_LAYOUT}
+  stored = {k: model_json.get(k, LEGACY_LAYOUT.get(k)) for k in LAYOUT_KEYS
+            if k in model_json or k in LEGACY_LAYOUT}
+  return {k: tuple(v) if isinstance(v, list) else v    # JSON has no tuples
+          for k, v in stored.items()}
 
 
 def layout_differences(model_json: dict, model_cfg) -> list:
@@ -114,7 +118,14 @@ def layout_differences(model_json: dict, model_cfg) -> list:
   differs between a stored ``config.model`` (JSON) and ``model_cfg``."""
   stored = stored_layout(model_json)
   return [f'model.{k}: checkpoint {v!r}, this config {model_cfg[k]!r}'
-          for k, v in stored.items() if k in model_cfg and v != model_cfg[k]]
+          for k, v in stored.items()
+          if k in model_cfg and v != hashable(model_cfg[k])]
+
+
+def hashable(value):
+  """A config value as a stored layout holds it (lists and tuples as
+  tuples)."""
+  return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 def _conv_block(cfg, steps, causal, name, remat='none'):

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mm_jax import axes
+from mm_jax.model import inits
 from mm_jax.model import layers
 
 
@@ -42,6 +43,8 @@ class SepConv(nn.Module):
       convolutions ``I/g -> O/g``, then, for ``g > 1``, a pointwise ``[O, O]``
       that mixes them (T2T's I/O mixer uses 4). ``I`` and ``O`` must divide
       by ``g``.
+    init_scheme: kernel initialiser, ``'lecun'`` or T2T's ``'orthogonal'``
+      (``mm_jax.model.inits``; ``config.model.init``).
   """
   features: int
   kernel: Sequence[int]
@@ -55,6 +58,7 @@ class SepConv(nn.Module):
   logical_out: str = axes.EMBED
   impl: str = 'auto'
   separability: int = 0
+  init_scheme: str = 'lecun'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -104,7 +108,7 @@ class SepConv(nn.Module):
     depthwise = self.param(
         'depthwise',
         nn.with_logical_partitioning(
-            nn.initializers.lecun_normal(in_axis=-2, out_axis=-1),
+            inits.depthwise(self.init_scheme, max(groups, 1)),
             # One 'kernel' name only: Flax rejects repeated logical names.
             (axes.KERNEL,) + (None,) * nd + (self.logical_in,)),
         kernel + (1, in_features), self.param_dtype)
@@ -114,7 +118,7 @@ class SepConv(nn.Module):
     if groups <= 1:
       pointwise = self.param(
           'pointwise',
-          nn.with_logical_partitioning(nn.initializers.lecun_normal(),
+          nn.with_logical_partitioning(inits.kernel(self.init_scheme),
                                        _pointwise_names(self.logical_in,
                                                         self.logical_out)),
           (in_features, self.features), self.param_dtype)
@@ -123,7 +127,8 @@ class SepConv(nn.Module):
     pointwise = self.param(
         'pointwise',
         nn.with_logical_partitioning(
-            nn.initializers.lecun_normal(in_axis=-2, out_axis=-1),
+            inits.kernel(self.init_scheme, in_axis=-2, out_axis=-1,
+                         stacks=0),
             (None,) + names),
         (groups, in_features // groups, self.features // groups),
         self.param_dtype)
@@ -138,8 +143,8 @@ class SepConv(nn.Module):
     full = self.param(
         'full',
         nn.with_logical_partitioning(
-            nn.initializers.lecun_normal(in_axis=(*range(nd), nd),
-                                         out_axis=nd + 1),
+            inits.kernel(self.init_scheme, in_axis=(*range(nd), nd),
+                         out_axis=nd + 1, out_groups=groups),
             (axes.KERNEL,) + (None,) * nd + (self.logical_out,)),
         kernel + (in_features // groups, self.features), self.param_dtype)
     y = jax.lax.conv_general_dilated(
@@ -151,7 +156,7 @@ class SepConv(nn.Module):
       return y
     mix = self.param(
         'pointwise',
-        nn.with_logical_partitioning(nn.initializers.lecun_normal(),
+        nn.with_logical_partitioning(inits.kernel(self.init_scheme),
                                      (self.logical_out, None)),
         (self.features, self.features), self.param_dtype)
     return jnp.einsum('...I,IO->...O', y, mix.astype(self.dtype))
@@ -286,6 +291,7 @@ class ConvStep(nn.Module):
   impl: str = 'auto'           # depthwise implementation (SepConv.impl)
   norm_scale_init: float = 1.0  # initial LayerNorm scale (ConvBlock: 0)
   separability: int = 0         # SepConv.separability (T2T sub-separable)
+  init_scheme: str = 'lecun'    # SepConv.init_scheme
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None):
@@ -298,7 +304,9 @@ class ConvStep(nn.Module):
                 self.padding, use_bias=False, dtype=self.dtype,
                 param_dtype=self.param_dtype, logical_in=self.logical_in,
                 logical_out=self.logical_out, impl=self.impl,
-                separability=self.separability, name='conv')(x)
+                separability=self.separability,
+                init_scheme=self.init_scheme,
+                name='conv')(x)
     return layers.LayerNorm(self.epsilon, self.dtype, self.param_dtype,
                             logical_axis=self.logical_out,
                             scale_init=self.norm_scale_init, name='norm')(y)
@@ -377,6 +385,7 @@ class ConvBlock(nn.Module):
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   impl: str = 'auto'
+  init_scheme: str = 'lecun'   # kernel initialiser (mm_jax.model.inits)
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None,
@@ -399,6 +408,7 @@ class ConvBlock(nn.Module):
                       param_dtype=self.param_dtype, impl=self.impl,
                       norm_scale_init=0.0 if i in zero else 1.0,
                       separability=separabilities[i],
+                      init_scheme=self.init_scheme,
                       name=f'step_{i}')(h, mask)
 
     if self.topology == 'per_step':
@@ -426,22 +436,27 @@ class ConvRes(nn.Module):
   ConvStep_{1x1, s, O}(x)``. ``strides`` is per spatial axis; the audio net
   strides time but not frequency, e.g. ``(2, 1)``. With a mask, padded
   positions are excluded from the max-pool and the strided mask is returned.
+  ``first_relu`` is the ReLU before the first ConvStep of the main branch,
+  ``skip_relu`` the one before the 1x1 skip (T2T's ``res_relu``).
   """
   features: int
   kernel: Sequence[int] = (3, 3)
   strides: Sequence[int] = (2, 2)
   first_relu: bool = True
+  skip_relu: bool = True
   epsilon: float = 1e-6
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
   impl: str = 'auto'
+  init_scheme: str = 'lecun'   # kernel initialiser (mm_jax.model.inits)
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None):
     """x: [B, Y, X, I]; mask: [B, Y, X] or None -> ([B, Y', X', O], mask')."""
     common = dict(epsilon=self.epsilon, dtype=self.dtype,
                   param_dtype=self.param_dtype, logical_in=axes.CHANNELS,
-                  logical_out=axes.CHANNELS, impl=self.impl)
+                  logical_out=axes.CHANNELS, impl=self.impl,
+                  init_scheme=self.init_scheme)
     h = ConvStep(self.features, self.kernel, relu=self.first_relu,
                  name='conv_0', **common)(x, mask)
     h = ConvStep(self.features, self.kernel, name='conv_1', **common)(h, mask)
@@ -454,7 +469,8 @@ class ConvRes(nn.Module):
     pool_pad = tuple((w // 2, w // 2) for w in window)
     h = nn.max_pool(h, window, strides=tuple(self.strides), padding=pool_pad)
     skip = ConvStep(self.features, (1,) * len(self.strides),
-                    strides=self.strides, name='skip', **common)(x, mask)
+                    strides=self.strides, relu=self.skip_relu, name='skip',
+                    **common)(x, mask)
     out_mask = None
     if mask is not None:
       out_mask = mask[(slice(None),) + tuple(slice(None, None, s)

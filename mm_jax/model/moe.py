@@ -59,6 +59,7 @@ import jax.numpy as jnp
 
 from mm_jax import axes
 from mm_jax import sharding
+from mm_jax.model import inits
 from mm_jax.model import layers
 
 _F32 = jnp.float32
@@ -206,12 +207,6 @@ def causal_order(group: int, length: int, padded_length: int) -> jax.Array:
   return jnp.arange(group).reshape(per_group, padded_length).T.reshape(-1)
 
 
-def _expert_init(in_axis):
-  return nn.initializers.variance_scaling(
-      1.0, 'fan_in', 'truncated_normal', in_axis=in_axis, out_axis=-1,
-      batch_axis=(0,))
-
-
 class MoE(nn.Module):
   """Sparsely-gated mixture-of-experts layer with residual and LayerNorm.
 
@@ -223,12 +218,15 @@ class MoE(nn.Module):
     epsilon: LayerNorm epsilon.
     causal: hand out capacity position by position (``causal_order``) so no
       token's output depends on later positions (the decoder's MoE).
+    init_scheme: the experts' initialiser (``mm_jax.model.inits``; one
+      matrix per expert); the gates start at zero either way.
   """
   config: Any
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   epsilon: float = 1e-6
   causal: bool = False
+  init_scheme: str = 'lecun'
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None, *,
@@ -256,10 +254,12 @@ class MoE(nn.Module):
     w_gate = param('w_gate', (d, n_exp), (axes.EMBED, axes.EXPERT), zeros)
     w_noise = param('w_noise', (d, n_exp), (axes.EMBED, axes.EXPERT), zeros)
     f = cfg.hidden
+    experts = inits.kernel(self.init_scheme, in_axis=-2, out_axis=-1,
+                           batch_axis=0)
     wi = param('wi', (n_exp, d, f), (axes.EXPERT, axes.EMBED, axes.MLP),
-               _expert_init(-2))
+               experts)
     wo = param('wo', (n_exp, f, d), (axes.EXPERT, axes.MLP, axes.EMBED),
-               _expert_init(-2))
+               experts)
 
     # Router, float32 throughout.
     x32 = xg.astype(_F32)
@@ -417,6 +417,7 @@ class DenseFFN(nn.Module):
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   epsilon: float = 1e-6
+  init_scheme: str = 'lecun'
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None, *,
@@ -428,7 +429,7 @@ class DenseFFN(nn.Module):
                        f'{x.shape} and {None if mask is None else mask.shape}.')
     dtype, d = layers.dtype(self.dtype), x.shape[-1]
     f = self.config.k * self.config.hidden
-    init = nn.initializers.lecun_normal()
+    init = inits.kernel(self.init_scheme)
     w1 = self.param('w1', nn.with_logical_partitioning(
         init, (axes.EMBED, axes.MLP)), (d, f), self.param_dtype)
     w2 = self.param('w2', nn.with_logical_partitioning(

@@ -105,11 +105,14 @@ def check_layout(meta: dict, model_config, where: str) -> None:
   problems = body.layout_differences(stored, model_config)
   if problems:
     layout = body.stored_layout(stored)
-    flags = ' '.join(f'--config.model.{k}={layout[k]}' for k in layout
-                     if k in model_config and layout[k] != model_config[k])
+    flag = lambda v: (f"'({','.join(map(str, v))})'" if isinstance(v, tuple)
+                      else v)
+    flags = ' '.join(f'--config.model.{k}={flag(layout[k])}' for k in layout
+                     if k in model_config
+                     and layout[k] != body.hashable(model_config[k]))
     raise ValueError(
-        f'The checkpoint {where} was trained with another body layout '
-        '(a checkpoint from before issue 13 has the old one):\n  ' +
+        f'The checkpoint {where} was trained with another layout of the '
+        'model (a checkpoint from before issue 13 has the old body):\n  ' +
         '\n  '.join(problems) + f'\nResume it with {flags}, or train in a '
         'new work directory.')
 

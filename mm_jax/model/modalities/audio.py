@@ -96,7 +96,7 @@ class AudioEntry(nn.Module):
     dtype = layers.dtype(cfg.dtype)
     common = dict(epsilon=cfg.layer_norm_epsilon, dtype=dtype,
                   param_dtype=layers.dtype(cfg.param_dtype),
-                  impl=cfg.depthwise_impl)
+                  impl=cfg.depthwise_impl, init_scheme=cfg.init)
     # A waveform has one "bin": a 3-wide frequency kernel would only waste
     # parameters on zero padding.
     kernel = (3, 3) if m > 1 else (3, 1)

@@ -22,6 +22,7 @@ import ml_collections
 
 from mm_jax import axes
 from mm_jax.model import conv
+from mm_jax.model import inits
 from mm_jax.model import layers
 
 
@@ -63,7 +64,7 @@ class ClassOutput(nn.Module):
     dtype = layers.dtype(cfg.dtype)
     common = dict(epsilon=cfg.layer_norm_epsilon, dtype=dtype,
                   param_dtype=layers.dtype(cfg.param_dtype),
-                  impl=cfg.depthwise_impl)
+                  impl=cfg.depthwise_impl, init_scheme=cfg.init)
     wide = dict(logical_in=axes.CHANNELS, logical_out=axes.CHANNELS, **common)
     from_d = dict(logical_in=axes.EMBED, logical_out=axes.CHANNELS, **common)
 
@@ -81,7 +82,7 @@ class ClassOutput(nn.Module):
         cfg.num_classes, dtype=jnp.float32,
         param_dtype=layers.dtype(cfg.param_dtype),
         kernel_init=nn.with_logical_partitioning(
-            nn.initializers.lecun_normal(), (axes.CHANNELS, axes.CLASSES)),
+            inits.kernel(cfg.init), (axes.CHANNELS, axes.CLASSES)),
         bias_init=nn.with_logical_partitioning(
             nn.initializers.zeros_init(), (axes.CLASSES,)),
         name='logits')(pooled)

@@ -24,6 +24,7 @@ import ml_collections
 
 from mm_jax import axes
 from mm_jax.model import conv
+from mm_jax.model import inits
 from mm_jax.model import layers
 
 
@@ -59,6 +60,7 @@ class FullConvStep(nn.Module):
   epsilon: float = 1e-6
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  init_scheme: str = 'lecun'   # kernel initialiser (mm_jax.model.inits)
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -69,7 +71,7 @@ class FullConvStep(nn.Module):
         self.features, self.kernel, strides=self.strides, padding='SAME',
         use_bias=False, dtype=self.dtype, param_dtype=self.param_dtype,
         kernel_init=nn.with_logical_partitioning(
-            nn.initializers.lecun_normal(),
+            inits.kernel(self.init_scheme),
             (axes.KERNEL, None, None, axes.CHANNELS)),
         name='conv')(x)
     return layers.LayerNorm(self.epsilon, self.dtype, self.param_dtype,
@@ -105,7 +107,8 @@ class ImageEntry(nn.Module):
     d = cfg.d_model
     common = dict(epsilon=cfg.layer_norm_epsilon,
                   dtype=layers.dtype(cfg.dtype),
-                  param_dtype=layers.dtype(cfg.param_dtype))
+                  param_dtype=layers.dtype(cfg.param_dtype),
+                  init_scheme=cfg.init)
     x = standardize(images).astype(common['dtype'])
     if self.separable_stem:
       stem = dict(logical_in=axes.CHANNELS, logical_out=axes.CHANNELS,
@@ -118,8 +121,13 @@ class ImageEntry(nn.Module):
                        **common)(x)
       x = FullConvStep(filters[1], name='stem_1', **common)(x)
     widths = [min(f, d) for f in filters[2:]] + [d]
+    skip_relu = tuple(cfg.image_skip_relu)
+    if len(skip_relu) != len(widths):
+      raise ValueError(f'cfg.image_skip_relu needs one flag per ConvRes block '
+                       f'({len(widths)}); got {skip_relu}.')
     for i, width in enumerate(widths):
-      x, _ = conv.ConvRes(width, (3, 3), strides=(2, 2), name=f'res_{i}',
+      x, _ = conv.ConvRes(width, (3, 3), strides=(2, 2),
+                          skip_relu=skip_relu[i], name=f'res_{i}',
                           impl=cfg.depthwise_impl, **common)(x)
     return nn.with_logical_constraint(x, (axes.BATCH, None, None, axes.EMBED))
 

@@ -11,14 +11,33 @@ import jax.numpy as jnp
 import ml_collections
 
 from mm_jax import axes
+from mm_jax.model import inits
 from mm_jax.model import layers
+
+
+TASK_TOKEN_INITS = ('normal', 'orthogonal')
+
+
+def table_init(name: str):
+  """The task-token table's initialiser, by ``cfg.task_token_init``."""
+  if name == 'normal':
+    return nn.initializers.normal(stddev=1.0)
+  if name == 'orthogonal':
+    return inits.orthogonal(out_axis=-1)
+  raise ValueError(f'Unknown model.task_token_init {name!r}; choose one of '
+                   f'{TASK_TOKEN_INITS}.')
 
 
 class TaskToken(nn.Module):
   """Embedding table ``[cfg.num_target_spaces, D]`` of task tokens.
 
-  Rows are initialised N(0, 1), the scale of a ``sqrt(D)``-scaled word
-  embedding. A row id outside the table gives NaN (``jnp.take`` fill mode).
+  Rows are initialised by ``cfg.task_token_init`` (``TASK_TOKEN_INITS``):
+  ``'normal'``, N(0, 1), the scale of a ``sqrt(D)``-scaled word embedding
+  (row norm about ``sqrt(D)``); or ``'orthogonal'``, T2T's (its
+  ``target_space_embedding`` took the scope's orthogonal initialiser,
+  models/multimodel.py@3d9c62f2 and utils/trainer_utils.py@3d9c62f2): rows
+  orthonormal, norm 1. A row id outside the table gives NaN (``jnp.take``
+  fill mode).
   """
   cfg: ml_collections.FrozenConfigDict
 
@@ -31,7 +50,7 @@ class TaskToken(nn.Module):
                        f'shape [B]; got {target_space.shape}.')
     table = self.param(
         'embedding',
-        nn.with_logical_partitioning(nn.initializers.normal(stddev=1.0),
+        nn.with_logical_partitioning(table_init(cfg.task_token_init),
                                      (axes.TASK, axes.EMBED)),
         (cfg.num_target_spaces, cfg.d_model), layers.dtype(cfg.param_dtype))
     emb = jnp.take(table.astype(layers.dtype(cfg.dtype)), target_space,
