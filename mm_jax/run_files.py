@@ -29,6 +29,16 @@ from mm_jax.model import body
 
 METRICS_FILE = 'metrics.jsonl'
 LOAD_FILE = 'expert_load.jsonl'
+
+
+def read_metrics(workdir: str, name: str = METRICS_FILE) -> list[dict]:
+  """The records of a run's ``metrics.jsonl`` (or ``name``), oldest first;
+  [] when the file does not exist."""
+  path = os.path.join(workdir, name)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
 CHECKPOINTS = 'checkpoints'
 COMMIT_FILE = 'commit_success.txt'   # orbax writes it just before the rename
 

@@ -29,6 +29,7 @@ ARGS = {
                for s in SIZES] + ['all8'],
     'table4': [f'{v},{s}' for v in ('all', 'no_moe', 'no_attention')
                for s in SIZES] + ['no_moe'],
+    'ladder': ['tiny_recipe', 'paper_recipe', 'base', 'paper_width'],
 }
 
 
@@ -49,8 +50,12 @@ def test_config_builds(name, arg):
   size = arg.split(',')[-1] if arg.split(',')[-1] in SIZES else 'tiny'
   if name in ('base', 'joint8'):
     size = arg.split(',')[0]
+  if name == 'ladder':          # every rung trains the tiny suite
+    size = {'base': 'base', 'paper_width': 'paper'}.get(arg, 'tiny')
+    assert config.data.suite == 'tiny'
+  else:
+    assert config.data.suite == ('tiny' if size == 'tiny' else 'real')
   assert config.model.size == size
-  assert config.data.suite == ('tiny' if size == 'tiny' else 'real')
   enabled = [t for t, w in config.data.mixture.items() if w > 0]
   assert enabled and set(enabled) <= set(base.ALL_TASKS)
   with pytest.raises(AttributeError):       # locked: no new keys

@@ -205,3 +205,33 @@ def test_the_guard_fails_on_the_old_paper_step():
       'learning_rate': 0.05, 't2t_worker_replicas': 1})
   ratio, _ = _max_ratio(model, old, config.model.d_model)
   assert ratio > 2.0
+
+
+def test_the_ladder_trains_the_shipped_recipes():
+  """configs/ladder.py: the paper rung is the `paper` recipe (one worker,
+  the decay of a 500k-step run) on the tiny model; base is the base model
+  and recipe."""
+  ladder = base.load_module('ladder')
+  paper, tiny = joint8.get_config('paper'), joint8.get_config('tiny')
+  rung = ladder.get_config('paper_recipe')
+  assert rung.model.d_model == tiny.model.d_model
+  for key in ('schedule', 'learning_rate', 'warmup_steps', 'weight_decay',
+              'weight_decay_type', 'weight_decay_normalizer',
+              'label_smoothing', 'adam_b1', 'adam_b2', 'adam_eps',
+              'grad_clip_norm', 'decay_rate'):
+    assert rung.train[key] == paper.train[key], key
+  for key in ladder.RECIPE_MODEL_KEYS:
+    assert rung.model[key] == paper.model[key], key
+  assert rung.train.t2t_worker_replicas == 1
+  # The first 4,500 steps of the 500k-step paper schedule (one worker).
+  long_run = base.override(paper.train, {'t2t_worker_replicas': 1})
+  steps = jnp.asarray([0, 1500, 2999, 3000, 4499])
+  np.testing.assert_allclose(
+      optim.make_schedule(rung.train, 128)(steps),
+      optim.make_schedule(long_run, 1536)(steps), rtol=1e-6)
+  b = ladder.get_config('base')
+  for key in ('d_model', 'num_heads', 'attention_projections', 'init'):
+    assert b.model[key] == joint8.get_config('base').model[key], key
+  assert b.model.moe.num_experts == 30 and b.model.moe.hidden == 2048
+  assert b.train.learning_rate == 1.0 and b.train.weight_decay == 0.1
+  assert ladder.get_config('paper_width').model.d_model == 1536
