@@ -24,6 +24,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from mm_jax import compile_cache
 from mm_jax.data import audio
 from mm_jax.data import registry
 from mm_jax.inference import loading
@@ -78,6 +79,8 @@ def run(argv) -> None:
   predictor = loading.load(_WORKDIR.value, _STEP.value,
                            vocab_path=_VOCAB_PATH.value,
                            max_batch_size=_BATCH_SIZE.value)
+  # Programs compile on the first call: the run's cache serves them.
+  compile_cache.enable(predictor.config.compilation_cache_dir)
   logging.info('%r; task %s, %d inputs.', predictor, task.name, len(inputs))
   kwargs = dict(beam_size=_BEAM_SIZE.value, max_length=_MAX_LENGTH.value)
   if task.name == 'parse_en' and _BRACKETED.value:

@@ -34,6 +34,9 @@ PYTHONUNBUFFERED=1 python launch/train.py --config=configs/joint8.py:tiny --work
   }
   /^Traceback|^[EF][0-9][0-9][0-9][0-9] / { quiet = 0 }
   !quiet && !/^WARNING: All log messages|oneDNN/ { print; fflush() }'
-python -m mm_jax.eval.summary --workdir="$WORKDIR" 2>&1 |
+# The table also goes to results/quickstart.md (the README shows it).
+python -m mm_jax.eval.summary --workdir="$WORKDIR" \
+  --markdown="${MM_JAX_QUICKSTART_TABLE:-results/quickstart.md}" \
+  --command="bash launch/quickstart.sh (configs/joint8.py:tiny, STEPS=$STEPS)" 2>&1 |
   grep -v '^[IW][0-9]\{4\} \|^WARNING: All log\|^WARNING:absl\|oneDNN'
 echo "TensorBoard logs: tensorboard --logdir=$WORKDIR"

@@ -9,7 +9,15 @@ docstring); ``--config.<key>=<value>`` overrides any key of the locked
 config (a misspelt key is an error naming it). Re-running with the same
 ``--workdir`` resumes from its latest checkpoint. Everything else happens in
 ``mm_jax.train.loop.train_and_evaluate``, which notebooks and tests call too.
+
+SIGTERM or Ctrl-C stops the run within seconds at any point (saving only
+steps done since the last checkpoint) and exits 0; a compilation or an
+evaluation it left may still be running in a thread, so the process then
+ends with ``os._exit``.
 """
+
+import os
+import sys
 
 from absl import app
 from absl import flags
@@ -17,6 +25,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from mm_jax.train import loop
+from mm_jax.train import preemption
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file[:arg], e.g. configs/joint8.py:tiny.',
@@ -33,7 +42,12 @@ def main(argv):
   loop.setup_distributed(config.distributed)
   loop.log_topology()
   logging.info('Config:\n%s', config)
-  loop.train_and_evaluate(config, _WORKDIR.value)
+  result = loop.train_and_evaluate(config, _WORKDIR.value)
+  if result['preempted'] and preemption.left_running():
+    logging.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)     # a left compilation or evaluation thread: do not wait
 
 
 if __name__ == '__main__':

@@ -203,7 +203,10 @@ def _like(template, value):
 # (an init choice, replaced by model.conv_block_zero_init; tiny train sizes,
 # now per task in data.tiny.num_train): dropped silently.
 RETIRED_KEYS = ('config.model.conv_block_norm_scale_init',
-                'config.data.tiny.num_speech_train')
+                'config.data.tiny.num_speech_train',
+                # Now the batch contract's (mm_jax.contract) and the data's.
+                'config.model.pad_id', 'config.model.audio_mel_bins',
+                'config.model.audio_channels')
 
 
 def _merge(target: ml_collections.ConfigDict, values: dict, where: str):

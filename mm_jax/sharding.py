@@ -233,3 +233,11 @@ def activate(mesh: jax.sharding.Mesh, rule_list: Rules):
   model becomes a sharding constraint while a function is traced."""
   with jax.set_mesh(mesh), nn.logical_axis_rules(rule_list):
     yield
+
+
+def constrain(tree: Any, shardings: Any) -> Any:
+  """``tree`` constrained to ``shardings`` inside a traced function (e.g. a
+  step's parameters to their compute shardings); ``None``: unchanged."""
+  if shardings is None:
+    return tree
+  return jax.lax.with_sharding_constraint(tree, shardings)

@@ -1,8 +1,11 @@
-"""Test set-up: 8 fake CPU devices (for mesh tests), CPU only, quiet TF."""
+"""Test set-up: 8 fake CPU devices (for mesh tests), CPU only, quiet TF;
+implicit rank promotion is an error (here and in the tests' subprocesses),
+so a broadcast the code did not spell out fails a test."""
 
 import os
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ['JAX_NUMPY_RANK_PROMOTION'] = 'raise'
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 _flag = '--xla_force_host_platform_device_count=8'
 if _flag not in os.environ.get('XLA_FLAGS', ''):
@@ -16,7 +19,10 @@ if _flag not in os.environ.get('XLA_FLAGS', ''):
 # compilation cache per test session (subprocesses get it through
 # JAX_COMPILATION_CACHE_DIR), so each model and shape compiles once.
 
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+jax.config.update('jax_numpy_rank_promotion', 'raise')
 
 from mm_jax import config as base  # pylint: disable=g-import-not-at-top,wrong-import-position
 

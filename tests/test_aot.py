@@ -169,6 +169,7 @@ def test_tpu_compile_reports_memory_and_all_to_all(ep_eval):
   json.dumps(ep_eval)
 
 
+@pytest.mark.e2e
 def test_cli_exits_naming_what_does_not_fit(tmp_path):
   pytest.importorskip('libtpu')
   out = tmp_path / 'aot.json'

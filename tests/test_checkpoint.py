@@ -424,6 +424,7 @@ _TWO_PROCESS = textwrap.dedent('''
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_two_processes_keep_their_own_data_state(tmp_path):
   script = tmp_path / 'worker.py'
   script.write_text(_TWO_PROCESS)

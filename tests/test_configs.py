@@ -157,6 +157,7 @@ def test_full_size_models_build_abstractly(name, arg):
   assert bool(moe) == config.model.use_moe
 
 
+@pytest.mark.e2e
 def test_misspelt_override_names_the_key(tmp_path):
   result = subprocess.run(
       [sys.executable, os.path.join(REPO, 'launch', 'train.py'),

@@ -40,6 +40,7 @@ def test_stream_order_follows_the_encoder():
                    'encoder/block_2', 'encoder']
 
 
+@pytest.mark.e2e
 def test_diagnose_a_two_task_checkpoint(data, xla_cache, tmp_path):
   tasks = ('imagenet', 'parse_en')
   config = conftest.small_config(data, joint8.get_config('tiny'), {

@@ -18,13 +18,12 @@ from mm_jax.model.modalities import task_token
 
 
 def _cfg(**overrides) -> ml_collections.FrozenConfigDict:
-  """A tiny model config: d=16, small vocab, 8 mel bins."""
+  """A tiny model config: d=16, small vocab (audio: ``MEL``, 8 mel bins)."""
   m = base.model_config('tiny')
   m.d_model = 16
   m.vocab_size = 32
   m.num_classes = 7
   m.num_target_spaces = 4
-  m.audio_mel_bins = 8
   for key, value in overrides.items():
     setattr(m, key, value)
   return ml_collections.FrozenConfigDict(m)
@@ -188,15 +187,17 @@ def test_exit_widths_round_to_multiples_of_8():
 # Audio -----------------------------------------------------------------------
 
 
-def _audio(cfg, b, frames, seed=0):
-  return jax.random.normal(jax.random.PRNGKey(seed),
-                           (b, frames, cfg.audio_mel_bins, cfg.audio_channels))
+MEL = 8          # shrunk from the contract's 80 (AudioEntry.mel_bins)
+
+
+def _audio(b, frames, seed=0):
+  return jax.random.normal(jax.random.PRNGKey(seed), (b, frames, MEL, 1))
 
 
 def test_audio_time_reduction_and_variable_lengths():
   cfg = _cfg(audio_time_reduction=4)
-  entry = audio.AudioEntry(cfg)
-  x = _audio(cfg, 2, 37)
+  entry = audio.AudioEntry(cfg, mel_bins=MEL)
+  x = _audio(2, 37)
   mask = jnp.arange(37)[None, :] < jnp.array([37, 20])[:, None]
   (seq, out_mask), state = _run(entry, x, mask, capture_intermediates=True,
                                 mutable=True)
@@ -213,11 +214,11 @@ def test_audio_time_reduction_and_variable_lengths():
 
 def test_audio_padded_frames_do_not_change_real_outputs():
   cfg = _cfg(audio_time_reduction=4)
-  entry = audio.AudioEntry(cfg)
-  x = _audio(cfg, 2, 24)
+  entry = audio.AudioEntry(cfg, mel_bins=MEL)
+  x = _audio(2, 24)
   lengths = jnp.array([24, 13])
   mask = jnp.arange(24)[None, :] < lengths[:, None]
-  noise = 100.0 * _audio(cfg, 2, 24, seed=3)
+  noise = 100.0 * _audio(2, 24, seed=3)
   x_changed = jnp.where(mask[:, :, None, None], x, noise)
   assert not np.allclose(x, x_changed)
   # One batch holds both versions: [x; x_changed].
@@ -248,14 +249,18 @@ def test_audio_waveform_mode():
 def test_audio_reduction_must_be_power_of_two(reduction):
   cfg = _cfg(audio_time_reduction=reduction)
   with pytest.raises(ValueError, match='power of two'):
-    audio.AudioEntry(cfg).init(jax.random.PRNGKey(0), _audio(cfg, 1, 8))
+    audio.AudioEntry(cfg, mel_bins=MEL).init(jax.random.PRNGKey(0),
+                                             _audio(1, 8))
 
 
-def test_audio_rejects_wrong_mel_bins():
+def test_audio_rejects_wrong_mel_bins_and_channels():
   cfg = _cfg()
-  with pytest.raises(ValueError, match='audio_mel_bins'):
+  with pytest.raises(ValueError, match=r'expected \[B, frames, 80, 1\]'):
     audio.AudioEntry(cfg).init(jax.random.PRNGKey(0),
-                               jnp.zeros((1, 8, 80, 1)))
+                               jnp.zeros((1, 8, 40, 1)))
+  with pytest.raises(ValueError, match=r'80, 3\] .*audio_deltas'):
+    audio.AudioEntry(cfg, channels=3).init(jax.random.PRNGKey(0),
+                                           jnp.zeros((1, 8, 80, 1)))
 
 
 # Task token ------------------------------------------------------------------

@@ -1,16 +1,19 @@
 """MultiModel end to end at tiny size: shapes, causality, padding, ablations."""
 
 import functools
+
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 import mm_jax
+from mm_jax import contract
 from mm_jax import config as base
-from mm_jax.model import body
+
+P = jax.sharding.PartitionSpec
 
 
 def _model(**overrides):
@@ -96,8 +99,8 @@ def test_audio_to_text_shape(tiny, frames):
   cfg = model.cfg
   rng = np.random.RandomState(1)
   mask = np.arange(frames)[None, :] < np.array([[frames], [frames // 2]])
-  batch = {'inputs': rng.randn(2, frames, cfg.audio_mel_bins,
-                               cfg.audio_channels).astype(np.float32),
+  batch = {'inputs': rng.randn(2, frames, contract.MEL_BINS,
+                               1).astype(np.float32),
            'inputs_mask': mask,
            'targets': np.ones((2, 9), np.int32),
            'target_space': np.ones((2,), np.int32)}
@@ -157,9 +160,8 @@ def test_text_padding_length_does_not_change_logits(tiny):
 
 def test_audio_padded_frames_do_not_change_logits(tiny):
   model, variables = tiny
-  cfg = model.cfg
   rng = np.random.RandomState(4)
-  feats = rng.randn(1, 32, cfg.audio_mel_bins, 1).astype(np.float32)
+  feats = rng.randn(1, 32, contract.MEL_BINS, 1).astype(np.float32)
   mask = np.arange(32)[None] < 20
   batch = {'inputs': feats, 'inputs_mask': mask,
            'targets': np.array([[8, 9, 1]], np.int32),
@@ -238,8 +240,10 @@ def test_large_variants_build_abstractly(arg):
 
 @pytest.mark.parametrize('preset', ['dp', 'dp+ep', 'fsdp+ep'])
 def test_init_under_every_sharding_preset(preset):
-  # Flax rejects a logical name repeated within one parameter once rules are
-  # active; every parameter must resolve under every preset.
+  """Every parameter resolves under every preset (Flax rejects a logical name
+  repeated within one parameter once rules are active), and each preset
+  stores what it says: dp replicates everything, dp+ep puts the experts'
+  axis on 'expert', fsdp+ep also puts 'embed' on 'data'."""
   from mm_jax import sharding
   config = base.get_config('tiny')
   config.mesh.preset = preset
@@ -247,9 +251,32 @@ def test_init_under_every_sharding_preset(preset):
   model = mm_jax.create_model(config)
   mesh = sharding.make_mesh(config.mesh)
   with sharding.activate(mesh, sharding.rules(config.mesh)):
-    shapes = jax.eval_shape(
-        lambda: nn.unbox(mm_jax.init_variables(model, jax.random.key(0))))
-  assert 'encoder' in shapes['params']
+    boxed = jax.eval_shape(
+        lambda: mm_jax.init_variables(model, jax.random.key(0)))
+  specs = sharding.logical_to_sharding(
+      nn.get_partition_spec(boxed), mesh, sharding.param_rules(config.mesh))
+  flat = {'/'.join(k): v.spec for k, v in
+          flax.traverse_util.flatten_dict(specs['params']).items()}
+  wi = flat['encoder/moe/wi']                 # [expert, embed, mlp]
+  norm = flat['encoder/moe/norm/scale']       # [embed]
+  expected = {'dp': (P(), P()),
+              'dp+ep': (P('expert'), P()),
+              'fsdp+ep': (P('expert', 'data'), P('data'))}[preset]
+  assert (_canonical(wi), _canonical(norm)) == expected
+  if preset == 'dp':
+    assert all(_canonical(spec) == P() for spec in flat.values())
+  else:                        # every expert weight is split over 'expert'
+    moe = [k for k in flat if '/moe/w' in k and not k.endswith(('gate',
+                                                                'noise'))]
+    assert moe and all(flat[k][0] == 'expert' for k in moe), moe
+
+
+def _canonical(spec):
+  """A PartitionSpec without trailing Nones (P('a', None) == P('a'))."""
+  parts = list(spec)
+  while parts and parts[-1] is None:
+    parts.pop()
+  return P(*parts)
 
 
 @pytest.mark.parametrize('norm', [True, False])

@@ -88,6 +88,7 @@ print(json.dumps({
 '''
 
 
+@pytest.mark.e2e
 def test_tiny_data_and_training_without_tensorflow(tmp_path):
   overrides = {
       **conftest.SMALL, **base.tiny_sizes(8, 2, speech_en=2),

@@ -186,6 +186,14 @@ def test_vocabulary_with_another_sha_is_refused(run):
     mm_jax.load(run['workdir'], vocab_path=other.path)
 
 
+def test_load_leaves_the_compilation_cache_setting_alone(run):
+  before = jax.config.jax_compilation_cache_dir
+  config = run['config'].copy_and_resolve_references()
+  config.compilation_cache_dir = '/tmp/mm_jax_not_this_cache'
+  mm_jax.load(run['workdir'], config=config)
+  assert jax.config.jax_compilation_cache_dir == before
+
+
 @pytest.mark.parametrize('kind', DAMAGE_KINDS)
 def test_damaged_newest_checkpoint_loads_the_previous(run, tmp_path, caplog,
                                                        asyncio_noise, kind):
@@ -199,10 +207,10 @@ def test_damaged_newest_checkpoint_loads_the_previous(run, tmp_path, caplog,
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b),
                p.params, run['states'][1].params)
   (warning,) = damage_warnings(caplog)
-  assert 'step 2 is damaged' in warning
-  assert sorted(n.split('.')[0] for n in os.listdir(root)) == ['1', '2']
-  assert [n for n in os.listdir(root) if n.startswith('2.corrupt-')]
-  assert loading.available_steps(workdir) == [1]
+  assert 'step 2 is damaged' in warning and 'leaving it in place' in warning
+  # Loading only reads: the damaged checkpoint stays where it was.
+  assert sorted(os.listdir(root)) == ['1', '2']
+  assert loading.available_steps(workdir) == [1, 2]
   assert not asyncio_noise()
 
 
@@ -224,7 +232,7 @@ def test_damaged_chosen_step_fails_naming_the_others_and_all_damaged(
   with pytest.raises(FileNotFoundError, match=r'No loadable checkpoint in '
                      r'.*: every one \(\[1, 2\]\) is damaged'):
     mm_jax.load(workdir)
-  assert loading.available_steps(workdir) == []
+  assert loading.available_steps(workdir) == [1, 2]    # still nothing moved
 
 
 def test_config_from_meta_restores_tuples_and_types(run):
@@ -339,11 +347,17 @@ def test_batch_split_over_two_devices(run, predictor):
 
 
 def test_caption(predictor, tmp_path):
-  path = str(tmp_path / 'scene.png')
+  """One caption per image, the same on every call; an image file reads as
+  its pixels (a grey PNG as RGB with equal channels)."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  Image.fromarray(_image(3)[:, :, 0]).save(path)      # grey PNG -> RGB
+  grey = _image(3)[:, :, 0]
+  path = str(tmp_path / 'scene.png')
+  Image.fromarray(grey).save(path)
   out = predictor.caption([_image(4), path], beam_size=2)
   assert len(out) == 2 and all(isinstance(s, str) for s in out)
+  rgb = np.repeat(grey[:, :, None], 3, axis=-1)
+  assert predictor.caption([_image(4), rgb], beam_size=2) == out
+  assert predictor.caption([_image(4), path], beam_size=2) == out  # same again
 
 
 def test_bad_image_shapes_name_the_expected_shape(predictor):
@@ -467,6 +481,7 @@ def test_real_train_state_roundtrip(tmp_path):
   assert len(p.translate(['the cat'], 'en', 'de', beam_size=1)) == 1
 
 
+@pytest.mark.e2e
 def test_cli_translate(run):
   proc = subprocess.run(
       [sys.executable, os.path.join(REPO, 'launch', 'predict.py'),
@@ -477,6 +492,7 @@ def test_cli_translate(run):
   assert len(proc.stdout.splitlines()) == 2
 
 
+@pytest.mark.e2e
 def test_cli_errors(run):
   proc = subprocess.run(
       [sys.executable, os.path.join(REPO, 'launch', 'predict.py'),

@@ -22,7 +22,7 @@ from mm_jax import config as base
 import mm_jax
 from mm_jax import sharding
 from mm_jax.model import factory
-from mm_jax.train import losses
+from mm_jax.model import losses
 from mm_jax.train import optim
 from mm_jax.train import state as state_lib
 from mm_jax.train import step as step_lib

@@ -32,13 +32,15 @@ def _env(xla_cache, **extra):
           'JAX_PLATFORMS': 'cpu', **extra}
 
 
+@pytest.mark.e2e
 def test_quickstart_script_end_to_end(data, xla_cache, tmp_path):
-  workdir = tmp_path / 'quick'
+  workdir, table = tmp_path / 'quick', tmp_path / 'quickstart.md'
   flags = ' '.join(conftest.small_flags(data, {}))
   proc = subprocess.run(
       ['bash', os.path.join(REPO, 'launch', 'quickstart.sh')], cwd=REPO,
       env=_env(xla_cache, STEPS='3', WORKDIR=str(workdir),
-               MM_JAX_SKIP_INSTALL='1', MM_JAX_TRAIN_ARGS=flags),
+               MM_JAX_SKIP_INSTALL='1', MM_JAX_TRAIN_ARGS=flags,
+               MM_JAX_QUICKSTART_TABLE=str(table)),
       capture_output=True, text=True, timeout=900)
   out = proc.stdout + proc.stderr
   assert proc.returncode == 0, out[-4000:]
@@ -50,8 +52,17 @@ def test_quickstart_script_end_to_end(data, xla_cache, tmp_path):
   assert f'tensorboard --logdir={workdir}' in out
   assert 'Config:' not in out and 'I1' not in out    # logs filtered
   assert (workdir / 'expert_load.jsonl').exists()
+  # The markdown table: one row per task, the same numbers as printed.
+  text = table.read_text()
+  assert '`bash launch/quickstart.sh (configs/joint8.py:tiny, STEPS=3)`' in text
+  rows = [l for l in text.splitlines() if l.startswith('| ')]
+  assert rows[0] == '| task | metric | value at step 3 | chance |'
+  assert [r.split(' | ')[0][2:] for r in rows[1:]] == sorted(
+      joint8.base.PAPER_TASKS)
+  assert '| imagenet | top-1 / top-5 | ' in text
 
 
+@pytest.mark.e2e
 def test_quickstart_shows_tracebacks(data, tmp_path):
   proc = subprocess.run(
       ['bash', os.path.join(REPO, 'launch', 'quickstart.sh')], cwd=REPO,
@@ -85,6 +96,26 @@ def test_summary_command_line_names_its_usage(tmp_path):
     summary.main([f'--workdir={tmp_path}'])
 
 
+def test_markdown_table_one_row_per_task():
+  values = {'imagenet/top1': 0.25, 'imagenet/top5': 0.5,
+            'imagenet/log_ppl': 2.0, 'imagenet/examples': 128.0,
+            'parse_en/token_accuracy': 0.8512,
+            'parse_en/sequence_accuracy': 0.0625,
+            'parse_en/sequence_accuracy_tf': 0.1,
+            'translate_en_de/token_accuracy': 0.7, 'translate_en_de/bleu': 27.25,
+            'mean/token_accuracy': 0.775}
+  levels = {'imagenet': {'top1': 0.05, 'top5': 0.2},
+            'parse_en': {'token_accuracy': 0.4, 'sequence_accuracy': 0.05},
+            'translate_en_de': {'token_accuracy': 0.056}}
+  assert summary.markdown_table(900, values, levels).splitlines() == [
+      '| task | metric | value at step 900 | chance |',
+      '|---|---|---|---|',
+      '| imagenet | top-1 / top-5 | 0.250 / 0.500 | 0.050 / 0.200 |',
+      '| parse_en | token accuracy / full-sequence accuracy | 0.851 / 0.062 '
+      '| 0.400 / 0.050 |',
+      '| translate_en_de | token accuracy / BLEU | 0.700 / 27.2 | 0.056 / - |']
+
+
 def test_summary_errors_name_the_problem(tmp_path):
   with pytest.raises(FileNotFoundError, match='training work directory'):
     summary.last_evaluation(str(tmp_path))
@@ -93,6 +124,7 @@ def test_summary_errors_name_the_problem(tmp_path):
     summary.last_evaluation(str(tmp_path))
 
 
+@pytest.mark.e2e
 def test_notebook_executes(data, xla_cache, tmp_path):
   path = os.path.join(REPO, 'notebooks', 'demo.ipynb')
   nb = nbformat.read(path, as_version=4)
@@ -136,6 +168,7 @@ def test_expert_load_matrix_averages_the_last_half():
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_reproduce_runs_the_tables_at_reduced_size(data, xla_cache,
                                                    tmp_path):
   overrides = {**conftest.SMALL, **data}
@@ -205,6 +238,7 @@ def test_table2_shows_single_runs_at_n_and_at_their_best_evaluation():
   assert '| translate_en_de | bleu | 1.3 | 1.5 @ 4 |' in text
 
 
+@pytest.mark.e2e
 def test_a_finished_single_run_trains_on_to_a_larger_budget(data, xla_cache,
                                                             tmp_path):
   overrides = {**conftest.SMALL, **data}

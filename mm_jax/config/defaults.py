@@ -19,7 +19,6 @@ and classes of ``tiny``, ``base`` and ``paper``.
 
 import ml_collections
 
-from mm_jax import contract
 
 # name: (d_model, num_heads, attention projections, expert_hidden,
 #        experts_joint, experts_single, k, compute dtype, vocab size, image
@@ -86,7 +85,6 @@ def model_config(size='tiny', single_task=False):
   m.size = size
   m.d_model = s['d_model']
   m.vocab_size = s['vocab_size']
-  m.pad_id = contract.PAD_ID            # the batch contract's (checked)
   # Tying: 'none' (T2T: separate input, target and softmax matrices),
   # 'target_softmax' (target embedding == softmax), 'all' (all three shared).
   m.tie_embeddings = 'none'
@@ -203,9 +201,8 @@ def model_config(size='tiny', single_task=False):
   m.num_classes = s['num_classes']
   m.class_exit_multipliers = (1.25, 2.0, 2.5)  # exit-flow widths, x d
 
-  # Audio modality: the data's log-mel and channels (validate checks them).
-  m.audio_mel_bins = contract.MEL_BINS
-  m.audio_channels = contract.audio_channels(False)  # 3 with audio_deltas
+  # Audio modality. Its input is the contract's: contract.MEL_BINS log-mel
+  # bins and contract.audio_channels(config.data.audio_deltas) channels.
   m.audio_input = 'spectrogram'       # 'spectrogram' | 'waveform'
   m.audio_time_reduction = 4          # total stride in time (power of two);
                                       # ConvRes i has 2**(i+1) filters (T2T)

@@ -19,7 +19,6 @@ from typing import Any
 
 import jax
 
-from mm_jax import contract
 
 # Loop cadences (key, what 0 means).
 CADENCES = (
@@ -119,26 +118,6 @@ def _weights(config) -> list[str]:
   return out
 
 
-def _contract(config) -> list[str]:
-  """The model reads what the data writes (``mm_jax.contract``)."""
-  m, d = config.model, config.data
-  out = []
-  if m.pad_id != contract.PAD_ID:
-    out.append(f'config.model.pad_id={m.pad_id!r}: the vocabulary pads with '
-               f'{contract.PAD_ID}; set it to {contract.PAD_ID}.')
-  if m.audio_mel_bins != contract.MEL_BINS:
-    out.append(f'config.model.audio_mel_bins={m.audio_mel_bins!r}: the '
-               f'audio front end writes {contract.MEL_BINS} log-mel bins; '
-               f'set it to {contract.MEL_BINS}.')
-  channels = contract.audio_channels(bool(d.audio_deltas))
-  if m.audio_channels != channels:
-    out.append(f'config.model.audio_channels={m.audio_channels!r}: '
-               f'config.data.audio_deltas={d.audio_deltas!r} gives '
-               f'{channels} channel(s); set --config.model.audio_channels='
-               f'{channels} (or change config.data.audio_deltas).')
-  return out
-
-
 def _mesh(config, num_devices: int) -> list[str]:
   """``mesh.shape``: positive sizes or one -1, fitting ``num_devices``."""
   shape = dict(config.mesh.shape.items())
@@ -166,7 +145,7 @@ def check_config(config) -> None:
   """Raises ValueError listing every bad value of ``config`` (a config from
   ``configs/``), each naming its key and the allowed range."""
   problems = (_integers(config) + _buckets(config) + _weights(config) +
-              _contract(config) + _mesh(config, jax.device_count()))
+              _mesh(config, jax.device_count()))
   if problems:
     raise ValueError(f'{len(problems)} bad config value'
                      f'{"s" if len(problems) > 1 else ""}:\n  ' +

@@ -20,6 +20,7 @@ from typing import Dict
 
 import numpy as np
 
+from mm_jax import contract
 from mm_jax.data import pipeline
 from mm_jax.data import plan
 
@@ -45,7 +46,7 @@ def chance_levels(config, vocab, split: str = 'validation'
         if task.output_modality == 'class':
           classes[int(row)] += 1
         else:
-          ids = row[row != config.model.pad_id]
+          ids = row[row != contract.PAD_ID]
           tokens.update(ids.tolist())
           sequences[tuple(ids.tolist())] += 1
     levels = {}

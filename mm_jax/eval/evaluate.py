@@ -9,10 +9,8 @@
 batch carries ``example_mask`` [B] (False on padding slots) and, for text
 outputs, host-side ``references``. Per batch:
 
-* ``step_fn(params, batch) -> sums`` (``eval_step``: ``loss_sum``,
-  ``token_correct``, ``tokens``, ``top1_correct``, ``top5_correct``,
-  ``examples``, ``sequence_correct``, already masked and summed over the
-  *global* batch) gives the teacher-forced metrics: token accuracy,
+* ``step_fn(params, batch) -> sums`` (``mm_jax.eval.sums.eval_step``,
+  already masked and summed over the *global* batch) gives the teacher-forced metrics: token accuracy,
   log-perplexity (natural log, no label smoothing, per target token; per
   example for class outputs), top-1 and top-5.
 * ``decode_fn(params, batch)`` (default: ``decode.beam_search`` with the
@@ -50,6 +48,7 @@ from mm_jax.data import batching
 from mm_jax.data import registry
 from mm_jax.eval import decode
 from mm_jax.eval import metrics as metrics_lib
+from mm_jax.eval import sums as sums_lib
 
 StepFn = Callable[[Any, Mapping[str, Any]], Mapping[str, Any]]
 # (params, batch) -> text: (ids [B, K, T], scores [B, K]);
@@ -57,11 +56,7 @@ StepFn = Callable[[Any, Mapping[str, Any]], Mapping[str, Any]]
 DecodeFn = Callable[[Any, Mapping[str, Any]], Tuple[Any, Any]]
 SumFn = Callable[[np.ndarray], np.ndarray]
 
-# metric -> (numerator, denominator) in the eval step's sums.
-TEACHER_FORCED = {'token_accuracy': ('token_correct', 'tokens'),
-                  'log_ppl': ('loss_sum', 'tokens'),
-                  'top1': ('top1_correct', 'examples'),
-                  'top5': ('top5_correct', 'examples')}
+TEACHER_FORCED = sums_lib.TEACHER_FORCED
 DECODED = ('bleu', 'wer', 'sequence_accuracy')
 KNOWN_METRICS = tuple(TEACHER_FORCED) + DECODED
 _NOT_AVERAGED = ('examples', 'eval_seconds')
@@ -136,8 +131,8 @@ def _ratio(sums, num: str, den: str, task_name: str) -> float:
   for key in (num, den):
     if key not in sums:
       raise KeyError(f'Task {task_name}: the eval step returned no {key!r} '
-                     f'(it returned {sums.names()}); see mm_jax/train/step.py'
-                     '::eval_step for the sums evaluation expects.')
+                     f'(it returned {sums.names()}); see mm_jax/eval/sums.py'
+                     ' (SUMS, TEACHER_FORCED) for the sums it expects.')
   den_value = float(sums[den])
   return float(sums[num]) / den_value if den_value else float('nan')
 

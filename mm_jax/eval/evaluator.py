@@ -10,8 +10,13 @@ counters, the sample decodes (``samples/step_<s>/<split>/<task>.jsonl``) and
 their TensorBoard text. ``compiler`` is the training ``StepCompiler`` (its
 ``eval``, ``device_batch``, ``mesh`` and ``rules``); ``reporter`` a
 ``reporting.Reporter`` (``is_primary``, ``write_scalars``, ``write_texts``).
+
+``Evaluator.stop`` (a ``threading.Event``) ends a pass between batches:
+it raises ``Stopped`` and writes nothing (the training loop sets it when a
+signal comes during an evaluation).
 """
 
+import threading
 from typing import Dict
 
 import jax
@@ -49,6 +54,24 @@ def _decode_fn(model, task, eval_cfg, compiler):
   return decode_local
 
 
+class Stopped(Exception):
+  """An evaluation pass left because ``Evaluator.stop`` was set."""
+
+
+class _Stoppable:
+  """Iterates ``it``, raising ``Stopped`` before each batch once ``stop``
+  is set."""
+
+  def __init__(self, it, stop: threading.Event):
+    self.it, self.stop = it, stop
+
+  def __iter__(self):
+    for batch in self.it:
+      if self.stop.is_set():
+        raise Stopped('evaluation stopped')
+      yield batch
+
+
 class Evaluator:
   """Evaluation passes of the enabled tasks over ``config.eval.splits``."""
 
@@ -67,14 +90,18 @@ class Evaluator:
         for split in config.eval.splits}
     self.decode_fns = {t.name: _decode_fn(model, t, config.eval, compiler)
                        for t in self.tasks}
+    self.stop = threading.Event()
 
   def __call__(self, step: int, params, reporter, workdir: str
                ) -> Dict[str, float]:
     """Evaluates all tasks; writes metrics, samples and skip counts."""
     out = {}
+    self.stop.clear()
     for split, iterators in self.iterators.items():
       values, samples = evaluate.evaluate_all(
-          self.model, params, iterators, self.vocab, self.config.eval,
+          self.model, params,
+          {name: _Stoppable(it, self.stop) for name, it in iterators.items()},
+          self.vocab, self.config.eval,
           lambda name: (lambda p, b: self.compiler.eval(p, name, b)),
           decode_fns=self.decode_fns)
       for name, it in iterators.items():

@@ -11,6 +11,11 @@ over the defaults of ``mm_jax/config/defaults.py``, so keys added to the
 schema later keep their defaults); the vocabulary is loaded from the path
 the meta records and must have the recorded sha256. Only the parameters are
 restored (no optimiser state), replicated on the chosen devices.
+
+Loading only reads: a damaged checkpoint is skipped with a warning and left
+where it is (a training run that resumes moves it aside), and JAX's
+compilation cache is the caller's to set (``launch/predict.py`` enables
+``config.compilation_cache_dir``; ``mm_jax.compile_cache.enable``).
 """
 
 import functools
@@ -22,7 +27,6 @@ import flax.linen as nn
 import jax
 import ml_collections
 
-from mm_jax import compile_cache
 from mm_jax import sharding
 from mm_jax.data import vocab as vocab_lib
 from mm_jax.inference import predictor as predictor_lib
@@ -103,9 +107,9 @@ def load(workdir: str, step: Optional[int] = None, *,
       parameters are replicated and each batch is split over them.
     max_batch_size: inputs per device call (default: config.eval.batch_size).
 
-  A damaged checkpoint (files that do not read back) is moved aside with
-  one warning (``checkpoint.set_aside``) and the next newest one is loaded;
-  when ``step`` is given, a damaged one is a ValueError naming the others.
+  A damaged checkpoint (files that do not read back) is skipped with one
+  warning, left in place, and the next newest one is loaded; when ``step``
+  is given, a damaged one is a ValueError naming the others.
 
   Raises:
     FileNotFoundError: no (undamaged) checkpoint in ``workdir``, or the
@@ -132,10 +136,13 @@ def load(workdir: str, step: Optional[int] = None, *,
     try:
       return _load_step(workdir, s, **kwargs)
     except checkpoint.DamagedCheckpointError as e:
-      checkpoint.set_aside(checkpoint_dir(workdir), s, e)
+      logging.warning('Checkpoint step %d is damaged (%s); loading an '
+                      'earlier one and leaving it in place in %s.', s,
+                      checkpoint.error_summary(e.error),
+                      checkpoint_dir(workdir))
   raise FileNotFoundError(f'No loadable checkpoint in '
                           f'{checkpoint_dir(workdir)}: every one ({steps}) is '
-                          'damaged and was moved aside (see the warnings).')
+                          'damaged (see the warnings).')
 
 
 def _load_step(workdir: str, step: int, *, config, vocab_path, devices,
@@ -144,7 +151,6 @@ def _load_step(workdir: str, step: int, *, config, vocab_path, devices,
   meta = read_meta(workdir, step)
   if config is None:
     config = config_from_meta(meta.get('config'))
-  compile_cache.enable(config.compilation_cache_dir)
   vocab = load_vocabulary(meta, vocab_path)
   if config.model.vocab_size < vocab.size:
     raise ValueError(f'config.model.vocab_size={config.model.vocab_size} is '

@@ -47,8 +47,9 @@ def add_timing_signal(x: jax.Array, max_timescale: float = 1.0e4,
                       num_timescales: int = 0) -> jax.Array:
   """x: [B, L, D] -> x + timing_signal(L, D, ..., num_timescales)."""
   _, length, channels = x.shape
-  return x + timing_signal(length, channels, max_timescale,
-                           num_timescales=num_timescales).astype(x.dtype)
+  signal = timing_signal(length, channels, max_timescale,
+                         num_timescales=num_timescales)            # [L, D]
+  return x + signal[None].astype(x.dtype)
 
 
 # 'xla': XLA's attention; 'cudnn': cuDNN's fused (flash) kernel on NVIDIA

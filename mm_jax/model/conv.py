@@ -226,7 +226,7 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, *, strides: Sequence[int],
     window = tuple(slice(i * d, i * d + (o - 1) * s + 1, s)
                    for i, d, o, s in zip(index, dilation, out, strides))
     term = (x[(slice(None),) + window].astype(acc) *
-            kernel[index + (0,)].astype(acc))
+            layers.last_axis(kernel[index + (0,)].astype(acc), x.ndim))
     y = term if y is None else y + term
   return y.astype(x.dtype)
 

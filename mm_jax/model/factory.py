@@ -14,7 +14,6 @@ from typing import Any, Dict, Tuple
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -36,23 +35,30 @@ def create_model(config) -> multimodel.MultiModel:
   """The MultiModel (a Flax Linen module) for ``config`` (or config.model).
 
   A whole config also brings ``config.train.remat`` (rematerialisation of
-  the body's blocks in training; parameters are the same either way).
+  the body's blocks in training; parameters are the same either way) and
+  the audio channels (``config.data.audio_deltas``); a model section alone
+  reads one channel.
   """
   remat = config.train.remat if 'train' in config else 'none'
-  return multimodel.MultiModel(model_section(config), remat=remat)
+  channels = (contract.audio_channels(bool(config.data.audio_deltas))
+              if 'data' in config else contract.audio_channels(False))
+  return multimodel.MultiModel(model_section(config), remat=remat,
+                               audio_channels=channels)
 
 
 def dummy_batch(cfg, input_modality: str, output_modality: str,
                 batch_size: int = 1, length: int = 4,
-                image_size: int = 32, frames: int = 16) -> Dict[str, Any]:
+                image_size: int = 32, frames: int = 16,
+                audio_channels: int = 1) -> Dict[str, Any]:
   """A small constant batch of the contract (``contract.example_batch``)
-  that ``cfg`` (``config.model``) reads: its audio bins and channels, or
-  waveforms for ``audio_input='waveform'``."""
+  that ``cfg`` (``config.model``) reads: log-mel audio with
+  ``audio_channels`` channels, or waveforms for
+  ``audio_input='waveform'``."""
   multimodel.check_modalities(input_modality, output_modality)
   batch = contract.example_batch(
       input_modality, output_modality, batch_size, length=length,
       target_length=length, image_size=image_size, frames=frames,
-      mel_bins=cfg.audio_mel_bins, channels=cfg.audio_channels)
+      mel_bins=contract.MEL_BINS, channels=audio_channels)
   if input_modality == 'audio' and cfg.audio_input == 'waveform':
     samples = frames * 160                  # 10 ms hops at 16 kHz
     batch.update(inputs=np.ones((batch_size, samples), np.float32),
@@ -67,7 +73,9 @@ def init_variables(model: multimodel.MultiModel, rng: jax.Array,
   Returns the variables dict (``{'params': ...}``), values boxed with their
   logical axis names (``nn.Partitioned``); ``nn.unbox`` strips them.
   """
-  batches = {p: dummy_batch(model.cfg, *p) for p in paths}
+  batches = {p: dummy_batch(model.cfg, *p,
+                            audio_channels=model.audio_channels)
+             for p in paths}
   return _jitted_init(model)(rng, batches)
 
 

@@ -123,7 +123,7 @@ def haar(key: jax.Array, rows: int, cols: int) -> jax.Array:
     return q - 2.0 * jnp.outer(v, v @ q)
 
   q = jax.lax.fori_loop(0, n, apply, jnp.eye(m, n, dtype=jnp.float32))
-  q = q * jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0)       # R's diagonal > 0
+  q = q * jnp.where(jnp.diagonal(r) < 0, -1.0, 1.0)[None]  # R's diagonal > 0
   return q if rows >= cols else q.T
 
 

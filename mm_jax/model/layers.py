@@ -12,6 +12,12 @@ def dtype(name) -> jnp.dtype:
   return jnp.dtype(name)
 
 
+def last_axis(v: jax.Array, ndim: int) -> jax.Array:
+  """``v`` [C] as [1, ..., 1, C] of rank ``ndim``: a per-channel vector,
+  broadcast explicitly (the tests raise on implicit rank promotion)."""
+  return v.reshape((1,) * (ndim - 1) + v.shape)
+
+
 class LayerNorm(nn.Module):
   """LayerNorm over the last axis, statistics in float32 (epsilon 1e-6).
 
@@ -38,5 +44,6 @@ class LayerNorm(nn.Module):
     mean = x32.mean(-1, keepdims=True)
     var = jnp.square(x32 - mean).mean(-1, keepdims=True)
     y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon)
-    y = y * scale.astype(jnp.float32) + bias.astype(jnp.float32)
+    y = (y * last_axis(scale.astype(jnp.float32), y.ndim)
+         + last_axis(bias.astype(jnp.float32), y.ndim))
     return y.astype(self.dtype)

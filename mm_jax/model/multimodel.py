@@ -18,7 +18,6 @@ from typing import Any, Dict, Optional, Tuple
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 
 from mm_jax import axes
@@ -44,15 +43,18 @@ def check_modalities(input_modality: str, output_modality: str) -> None:
 class MultiModel(nn.Module):
   """The MultiModel. ``cfg`` is ``config.model`` frozen (the schema:
   mm_jax/config/defaults.py); ``remat`` is ``config.train.remat``
-  (``body.REMAT_POLICIES``)."""
+  (``body.REMAT_POLICIES``); ``audio_channels`` the log-mel input's
+  channels (``contract.audio_channels(config.data.audio_deltas)``).
+  ``factory.create_model(config)`` sets all three."""
   cfg: ml_collections.FrozenConfigDict
   remat: str = 'none'
+  audio_channels: int = 1
 
   def setup(self):
     cfg = self.cfg
     self.language = language.Language(cfg)
     self.image = image.ImageEntry(cfg)
-    self.audio = audio.AudioEntry(cfg)
+    self.audio = audio.AudioEntry(cfg, channels=self.audio_channels)
     self.class_output = categorical.ClassOutput(cfg)
     self.task_token = task_token.TaskToken(cfg)
     self.encoder = body.Encoder(cfg, remat=self.remat)
@@ -75,7 +77,7 @@ class MultiModel(nn.Module):
     """
     grid = None
     if input_modality == 'text':
-      mask = inputs != self.cfg.pad_id                              # [B, L]
+      mask = inputs != contract.PAD_ID                              # [B, L]
       x = self.language.embed_inputs(inputs)
     elif input_modality == 'image':
       x, grid = self.image.sequence(inputs)                         # [B, Y'X', D]
@@ -106,7 +108,7 @@ class MultiModel(nn.Module):
       logits [B, T, V] float32.
     """
     if target_mask is None:
-      target_mask = targets != self.cfg.pad_id
+      target_mask = targets != contract.PAD_ID
     emb = self.language.embed_targets(targets)                      # [B, T, D]
     task = self.task_token(target_space)                            # [B, 1, D]
     shifted = task_token.shift_right_with_task(emb, task)

@@ -124,10 +124,12 @@ def class_exit_macs(cfg, batch: int, grid: Tuple[int, int]) -> int:
   return macs + batch * w3 * cfg.num_classes
 
 
-def audio_entry_macs(cfg, batch: int, frames: int) -> Tuple[int, int]:
-  """(MACs, output length) of the audio ConvRes stack."""
+def audio_entry_macs(cfg, batch: int, frames: int, mel_bins: int,
+                     channels: int) -> Tuple[int, int]:
+  """(MACs, output length) of the audio ConvRes stack on log-mel input
+  ``[batch, frames, mel_bins, channels]``."""
   k = audio_shapes.num_time_blocks(cfg.audio_time_reduction)
-  m, c = cfg.audio_mel_bins, cfg.audio_channels
+  m, c = mel_bins, channels
   if cfg.audio_input == 'waveform':
     m, c = 1, 1
   taps = 9 if m > 1 else 3
@@ -171,7 +173,8 @@ def step_flops(cfg, input_modality: str, output_modality: str,
     parts['input/image'] = (macs, macs)
   elif input_modality == 'audio':
     frames = inputs[1]
-    macs, length = audio_entry_macs(cfg, b, frames)
+    mel_bins, channels = inputs[2:4] if len(inputs) == 4 else (1, 1)
+    macs, length = audio_entry_macs(cfg, b, frames, mel_bins, channels)
     parts['input/audio'] = (macs, macs)
   else:
     raise ValueError(f'Unknown input modality {input_modality!r}.')

@@ -34,7 +34,7 @@ while a run holds it.
 import contextlib
 import functools
 import logging
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping
 
 import jax
 from jax.experimental import multihost_utils
@@ -217,52 +217,68 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   validate.check_config(config)
   compile_cache.enable(config.compilation_cache_dir)
   with contextlib.ExitStack() as stack:
-    # First, so that a preemption during set-up or compilation still saves.
+    # First: a signal during set-up or a compilation leaves at once
+    # (nothing is newer than the last checkpoint yet).
     flag = stack.enter_context(preemption.install_signal_handlers())
-    _lock_workdir(workdir, stack)        # released when the stack closes
-    vocab = prepare_vocab(config)
-    plans = plan.resolve(config)        # every per-task fact, once
-    model = factory.create_model(config)
-    mesh = sharding.make_mesh(config.mesh)
-    logging.info('Mesh %s, rules %s.', dict(mesh.shape),
-                 sharding.rules(config.mesh))
-    tx, schedule = optim.make_optimizer(config.train, config.model.d_model)
-    abstract, shardings = state_lib.state_shardings(config, model, mesh, tx)
-    checkpointer = stack.enter_context(checkpoint_lib.Checkpointer(
-        workdir, keep=int(config.train.keep_checkpoints),
-        every=int(config.train.checkpoint_every) or 1))   # 0: final only
-    restored = checkpointer.restore_or_init(
-        abstract,
-        lambda: state_lib.create_train_state(config, model, mesh, tx)[0],
-        init_from=config.train.init_from, vocab_sha256=vocab.sha256,
-        model_config=config.model)
-    logging.info('%s', restored.message)
-    start = int(jax.device_get(restored.state.step))
-    reporter = stack.enter_context(reporting.Reporter(
-        workdir, int(config.train.num_train_steps),
-        jax.process_index() == 0))
-    if restored.source == 'workdir':
-      reporter.truncate_after(start)
-    reporter.parameter_overview(restored.state.params)
-    logging.info('%d parameters.',
-                 factory.param_count({'params': restored.state.params}))
-    it = stack.enter_context(pipeline.make_train_iterator(
-        config.data, vocab, plans, process_index=jax.process_index(),
-        process_count=jax.process_count()))
-    saved = restored.data_state or {}
-    if 'iterator' in saved:
-      it.set_state(saved['iterator'])
-    compiler = step_lib.StepCompiler(model, config, mesh, shardings, tx,
-                                     schedule, plans=plans)
-    evaluator = (evaluator_lib.Evaluator(config, model, vocab, compiler,
-                                         plans)
-                 if config.eval.splits else None)
-    meta = checkpoint_lib.make_meta(config, vocab, registry.class_names(
-        [p.name for p in plans], config.data.suite))
-    if saved.get('unfed'):          # saved before the iterator held them
-      it.update_losses(saved['unfed'], after_next_draw=True)
-    return _run(config, workdir, restored.state, start, it, compiler,
-                evaluator, checkpointer, reporter, flag, meta)
+    try:
+      parts = _set_up(config, workdir, stack, flag)
+    except preemption.Preempted as e:
+      logging.warning('Stopped during set-up (%s); nothing to save.', e)
+      return {'step': None, 'preempted': True}
+    return _run(config, workdir, *parts, flag)
+
+
+def _set_up(config, workdir, stack, flag):
+  """Everything before the first step (``train_and_evaluate``): returns
+  (state, start step, iterator, compiler, evaluator, checkpointer, reporter,
+  checkpoint meta)."""
+  _lock_workdir(workdir, stack)        # released when the stack closes
+  vocab = prepare_vocab(config)
+  plans = plan.resolve(config)        # every per-task fact, once
+  model = factory.create_model(config)
+  mesh = sharding.make_mesh(config.mesh)
+  logging.info('Mesh %s, rules %s.', dict(mesh.shape),
+               sharding.rules(config.mesh))
+  tx, schedule = optim.make_optimizer(config.train, config.model.d_model)
+  abstract, shardings = state_lib.state_shardings(config, model, mesh, tx)
+  checkpointer = stack.enter_context(checkpoint_lib.Checkpointer(
+      workdir, keep=int(config.train.keep_checkpoints),
+      every=int(config.train.checkpoint_every) or 1))   # 0: final only
+  restored = preemption.wait_for(
+      lambda: checkpointer.restore_or_init(
+          abstract,
+          lambda: state_lib.create_train_state(config, model, mesh, tx)[0],
+          init_from=config.train.init_from, vocab_sha256=vocab.sha256,
+          model_config=config.model),
+      flag, what='restoring or initialising the state')
+  logging.info('%s', restored.message)
+  start = int(jax.device_get(restored.state.step))
+  reporter = stack.enter_context(reporting.Reporter(
+      workdir, int(config.train.num_train_steps),
+      jax.process_index() == 0))
+  if restored.source == 'workdir':
+    reporter.truncate_after(start)
+  reporter.parameter_overview(restored.state.params)
+  logging.info('%d parameters.',
+               factory.param_count({'params': restored.state.params}))
+  it = stack.enter_context(pipeline.make_train_iterator(
+      config.data, vocab, plans, process_index=jax.process_index(),
+      process_count=jax.process_count()))
+  saved = restored.data_state or {}
+  if 'iterator' in saved:
+    it.set_state(saved['iterator'])
+  compiler = step_lib.StepCompiler(
+      model, config, mesh, shardings, tx, schedule, plans=plans,
+      wait=lambda fn, what: preemption.wait_for(fn, flag, what=what))
+  evaluator = (evaluator_lib.Evaluator(config, model, vocab, compiler,
+                                       plans)
+               if config.eval.splits else None)
+  meta = checkpoint_lib.make_meta(config, vocab, registry.class_names(
+      [p.name for p in plans], config.data.suite))
+  if saved.get('unfed'):          # saved before the iterator held them
+    it.update_losses(saved['unfed'], after_next_draw=True)
+  return (restored.state, start, it, compiler, evaluator, checkpointer,
+          reporter, meta)
 
 
 def _due(step: int, every: int) -> bool:
@@ -282,8 +298,19 @@ def _save(step, state, it, lagged, progress, checkpointer, meta, *,
     lagged.last_checkpoint = step
 
 
+def _evaluate(evaluator, step, params, reporter, workdir, flag):
+  """One evaluation pass, left at once (None) when a signal comes: the
+  restarted run redoes it."""
+  try:
+    return preemption.wait_for(
+        lambda: evaluator(step, params, reporter, workdir), flag,
+        stop=evaluator.stop, what=f'the evaluation at step {step}')
+  except preemption.Preempted:
+    return None
+
+
 def _run(config, workdir, state, start, it, compiler, evaluator,
-         checkpointer, reporter, flag, meta):
+         checkpointer, reporter, meta, flag):
   """The step loop of ``train_and_evaluate`` (arguments are its parts)."""
   train = config.train
   total = int(train.num_train_steps)
@@ -298,23 +325,32 @@ def _run(config, workdir, state, start, it, compiler, evaluator,
   for step in range(start, total):
     if flag.any_process():
       preempted = True
-      logging.warning('Stopping at step %d (%s): saving.', step,
-                      flag.signal_name or 'signal on another process')
       break
     task, batch = next(it)
-    state, metrics = compiler.train(state, task, batch)
+    try:
+      state, metrics = compiler.train(state, task, batch)
+    except preemption.Preempted:      # compiling; the state is not donated
+      preempted = True
+      break
     done = step + 1
     # lagged.push returns the previous step's metrics, fetched now.
     _consume(lagged.push(done, task, metrics), progress, it, adaptive)
     if _due(done, train.checkpoint_every) and done != total:
       save(done, state)
     if evaluator and _due(done, train.eval_every) and done != total:
-      evaluated = evaluator(done, state.params, reporter, workdir)
+      evaluated = _evaluate(evaluator, done, state.params, reporter,
+                            workdir, flag)
   done = int(jax.device_get(state.step))
-  save(done, state, force=True)
+  if preempted:
+    logging.warning('Stopping at step %d (%s).', done,
+                    flag.signal_name or 'signal on another process')
+  if done > start or not preempted:
+    save(done, state, force=True)
   checkpointer.wait()
-  if evaluator and not preempted:
-    evaluated = evaluator(done, state.params, reporter, workdir)
+  if evaluator and not preempted and not flag.requested:
+    evaluated = _evaluate(evaluator, done, state.params, reporter, workdir,
+                          flag)
+  preempted = preempted or flag.requested
   reporter.flush()
   logging.info('%s at step %d.', 'Preempted' if preempted else 'Finished',
                done)

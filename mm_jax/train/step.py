@@ -6,9 +6,9 @@
   sums = compiler.eval(state.params, task_name, batch)
   scalars, histograms = split_metrics(metrics)
 
-``train_step`` / ``eval_step`` are plain functions of arrays; everything
-static (model, modalities, loss weight, optimiser) is bound with
-``functools.partial``. ``StepCompiler`` jits one function per task signature
+``train_step`` and ``mm_jax.eval.sums.eval_step`` are plain functions of
+arrays; everything static (model, modalities, loss weight, optimiser) is
+bound with ``functools.partial``. ``StepCompiler`` jits one function per task signature
 (``plan.Signature``: input modality, output modality, loss weight, from the
 run's task plan) with the state's shardings,
 the batch sharded over the batch mesh axes and the state donated; it lowers
@@ -42,7 +42,8 @@ import optax
 from mm_jax import sharding
 from mm_jax.data import batching
 from mm_jax.data import plan as plan_lib
-from mm_jax.train import losses
+from mm_jax.eval import sums as sums_lib
+from mm_jax.model import losses
 from mm_jax.train.state import TrainState
 
 Batch = Dict[str, jax.Array]
@@ -87,7 +88,6 @@ def loss_fn(params, batch: Batch, rngs: Dict[str, jax.Array], *, model,
       capture_intermediates=capture_intermediates)
   targets = batch['targets']
   weights = losses.target_weights(targets, batch.get('example_mask'),
-                                  model.cfg.pad_id,
                                   text=output_modality == 'text')
   loss_sum, nll_sum, tokens = losses.cross_entropy(logits, targets, weights,
                                                    label_smoothing)
@@ -125,10 +125,10 @@ def train_step(state: TrainState, batch: Batch, *, model, task_name: str,
                         output_modality=output_modality,
                         loss_weight=loss_weight,
                         label_smoothing=label_smoothing), has_aux=True)
-  (loss, aux), grads = grad_fn(_constrain(state.params, compute_shardings),
+  (loss, aux), grads = grad_fn(sharding.constrain(state.params, compute_shardings),
                                batch,
                                {'dropout': dropout_key, 'gating': gating_key})
-  grads = _constrain(grads, compute_shardings)   # reduce, then slice to store
+  grads = sharding.constrain(grads, compute_shardings)   # reduce, then slice to store
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {
@@ -156,36 +156,6 @@ def train_step(state: TrainState, batch: Batch, *, model, task_name: str,
   return new_state, metrics
 
 
-def eval_step(params, batch: Batch, *, model, input_modality: str,
-              output_modality: str, compute_shardings: Any = None) -> Metrics:
-  """Summed evaluation metrics of one batch (no label smoothing, no noise).
-
-  Respects ``batch['example_mask']`` [B] when present. Returns float32 sums:
-  ``loss_sum`` (NLL), ``tokens``, ``token_correct``, ``top1_correct``,
-  ``top5_correct``, ``sequence_correct``, ``examples``.
-  ``compute_shardings``: as in ``train_step``.
-  """
-  params = _constrain(params, compute_shardings)
-  logits = model.apply({'params': params}, batch,
-                       input_modality=input_modality,
-                       output_modality=output_modality, train=False)
-  targets = batch['targets']
-  mask = batch.get('example_mask')
-  weights = losses.target_weights(targets, mask, model.cfg.pad_id,
-                                  text=output_modality == 'text')
-  _, nll_sum, tokens = losses.cross_entropy(logits, targets, weights)
-  sums = losses.correct_counts(logits, targets, weights)
-  examples = (jnp.sum(mask.astype(_F32)) if mask is not None
-              else jnp.asarray(targets.shape[0], _F32))
-  return dict(sums, loss_sum=nll_sum, tokens=tokens, examples=examples)
-
-
-def _constrain(params, compute_shardings):
-  if compute_shardings is None:
-    return params
-  return jax.lax.with_sharding_constraint(params, compute_shardings)
-
-
 def split_metrics(metrics: Metrics) -> Tuple[Metrics, Metrics]:
   """(scalar metrics, ``moe_load/...`` histograms [E])."""
   scalars = {k: v for k, v in metrics.items()
@@ -203,7 +173,9 @@ class StepCompiler:
   ``compiler_options`` go to XLA with every compilation (tests use a low
   backend optimisation level to compile faster on CPU). ``plans``: the tasks
   it compiles for (``plan.resolve(config)`` when not given), which give each
-  task's signature.
+  task's signature. ``wait(fn, what)`` runs each lowering and compilation
+  (default: ``fn()``); the training loop passes ``preemption.wait_for`` so
+  that a signal does not wait for the tracer and the compiler.
 
   Attributes:
     executables: {(kind, Signature, batch shapes): compiled executable}.
@@ -215,8 +187,10 @@ class StepCompiler:
                state_shardings: TrainState, tx: optax.GradientTransformation,
                schedule: Optional[Callable[[jax.Array], jax.Array]] = None,
                compiler_options: Optional[Dict[str, Any]] = None, *,
-               plans: Optional[Sequence[plan_lib.TaskPlan]] = None):
+               plans: Optional[Sequence[plan_lib.TaskPlan]] = None,
+               wait: Optional[Callable[[Callable[[], Any], str], Any]] = None):
     self.model = model
+    self._wait = wait or (lambda fn, what: fn())
     self.config = config
     self.mesh = mesh
     self.rules = sharding.rules(config.mesh)
@@ -274,7 +248,7 @@ class StepCompiler:
     return state, _rename(metrics, task_name)
 
   def eval(self, params, task_name: str, batch: Dict[str, Any]) -> Metrics:
-    """Summed eval metrics (``eval_step``) of one batch."""
+    """Summed eval metrics (``sums.eval_step``) of one batch."""
     sig = self.signature(task_name)
     dev = self.device_batch(batch)
     return self._executable('eval', task_name, sig, params, dev)(params, dev)
@@ -295,7 +269,7 @@ class StepCompiler:
                        out_shardings=(self.state_shardings, rep),
                        donate_argnums=(0,))
     else:
-      fn = functools.partial(eval_step, model=self.model,
+      fn = functools.partial(sums_lib.eval_step, model=self.model,
                              input_modality=sig.input_modality,
                              output_modality=sig.output_modality,
                              compute_shardings=self.compute_shardings)
@@ -318,17 +292,24 @@ class StepCompiler:
     key = (kind, sig, shapes)
     if key not in self.executables:
       start = time.perf_counter()
-      lowered = self.lower(kind, task_name, first, dev)
-      lowered_at = time.perf_counter()
-      self.executables[key] = lowered.compile(self.compiler_options)
+      lowered_at = []
+
+      def lower_and_compile():
+        lowered = self.lower(kind, task_name, first, dev)
+        lowered_at.append(time.perf_counter())
+        return lowered.compile(self.compiler_options)
+      self.executables[key] = self._wait(
+          lower_and_compile,
+          f'the compilation of the {kind} step for {task_name}')
       seconds = time.perf_counter() - start
+      lower_seconds = lowered_at[0] - start
       self.compilations.append(dict(
           kind=kind, task=task_name, signature=sig, shapes=shapes,
-          seconds=seconds, lower_seconds=lowered_at - start))
+          seconds=seconds, lower_seconds=lower_seconds))
       logging.info('Compiled the %s step #%d for %s in %.1f s (lowering '
                    '%.1f s): %s -> %s, loss weight %g, batch %s.', kind,
                    len(self.compilations), task_name, seconds,
-                   lowered_at - start, sig.input_modality,
+                   lower_seconds, sig.input_modality,
                    sig.output_modality, sig.loss_weight,
                    _shape_text(shapes))
     return self.executables[key]

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from mm_jax import axes
+from mm_jax import contract
 from mm_jax.model import conv
 from mm_jax.model import layers
 
@@ -65,8 +66,14 @@ def normalize(x: jax.Array, mask: jax.Array, epsilon: float = 1e-6
 
 
 class AudioEntry(nn.Module):
-  """Audio (spectrogram or waveform) -> a sequence of D-vectors and its mask."""
+  """Audio (spectrogram or waveform) -> a sequence of D-vectors and its mask.
+
+  ``channels``: I of log-mel input (``contract.audio_channels``: 1, or 3
+  with deltas); ``mel_bins``: M (the contract's 80; tests shrink it).
+  """
   cfg: ml_collections.FrozenConfigDict
+  channels: int = 1
+  mel_bins: int = contract.MEL_BINS
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: Optional[jax.Array] = None
@@ -75,7 +82,7 @@ class AudioEntry(nn.Module):
 
     Args:
       x: [B, A, M, I] log-mel (``cfg.audio_input == 'spectrogram'``,
-        ``M = cfg.audio_mel_bins``, ``I = cfg.audio_channels``) or
+        ``M = self.mel_bins``, ``I = self.channels``) or
         [B, samples] waveform (``'waveform'``).
       mask: [B, A] bool, False on padded frames; None = all real.
 
@@ -129,9 +136,10 @@ class AudioEntry(nn.Module):
     if cfg.audio_input != 'spectrogram':
       raise ValueError(f'Unknown cfg.audio_input {cfg.audio_input!r}; choose '
                        f'one of {AUDIO_INPUTS}.')
-    expected = (cfg.audio_mel_bins, cfg.audio_channels)
+    expected = (self.mel_bins, self.channels)
     if x.ndim != 4 or x.shape[2:] != expected:
       raise ValueError('cfg.audio_input is "spectrogram": expected '
-                       f'[B, frames, {expected[0]}, {expected[1]}] '
-                       f'(audio_mel_bins, audio_channels); got {x.shape}.')
+                       f'[B, frames, {expected[0]}, {expected[1]}] (log-mel '
+                       'bins, channels: 3 with config.data.audio_deltas); got '
+                       f'{x.shape}.')
     return x

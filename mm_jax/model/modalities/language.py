@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from mm_jax import axes
+from mm_jax import contract
 from mm_jax.model import layers
 
 TIE_MODES = ('none', 'target_softmax', 'all')
@@ -62,7 +63,7 @@ class Language(nn.Module):
     dtype = layers.dtype(self.cfg.dtype)
     emb = jnp.take(table.astype(dtype), ids, axis=0)           # [B, L, D]
     emb = emb * jnp.asarray(self.cfg.d_model ** 0.5, dtype)
-    emb = jnp.where((ids == self.cfg.pad_id)[..., None], 0, emb)
+    emb = jnp.where((ids == contract.PAD_ID)[..., None], 0, emb)
     return nn.with_logical_constraint(emb, (axes.BATCH, axes.LENGTH,
                                             axes.EMBED))
 

@@ -16,11 +16,14 @@ from typing import Dict, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
+from mm_jax import contract
+
 _F32 = jnp.float32
 
 
 def target_weights(targets: jax.Array, example_mask: Optional[jax.Array] = None,
-                   pad_id: int = 0, text: Optional[bool] = None) -> jax.Array:
+                   pad_id: int = contract.PAD_ID,
+                   text: Optional[bool] = None) -> jax.Array:
   """Float32 weights of the target positions.
 
   Args:
