@@ -6,7 +6,7 @@ r"""The scale ladder: the pod configs' recipes, trained on one CPU.
 Every rung trains the tiny suite's eight tasks (joint8:tiny's data and
 mixture) and differs in the model and the recipe:
 
-  tiny_recipe   joint8:tiny as it ships (LeCun init, noam, peak 2.65e-3 at
+  tiny_recipe   joint8:tiny as it ships (orthogonal init, noam, peak 2.65e-3 at
                 step 100), 4,500 steps: the reference for paper_recipe.
   paper_recipe  the same model with the `paper` recipe: T2T's exponential
                 warm-up over 3,000 steps to 1e-4 (one worker), the exp500k

@@ -102,13 +102,13 @@ def model_config(size='tiny', single_task=False):
   m.layer_norm_epsilon = 1e-6
   # Kernel initialiser (mm_jax/model/inits.py): 'orthogonal' is T2T's scope
   # initializer, tf.orthogonal_initializer(gain=1.0) (trainer_utils.py and
-  # slicenet_params1 at 3d9c62f2; multimodel_base at eb5652f5), part of the
-  # base and paper recipes; 'lecun' (LeCun normal) is mm_jax's tiny choice
-  # (docs/model.md, "Faithfulness to the paper and to T2T").
-  m.init = 'lecun' if size == 'tiny' else 'orthogonal'
+  # slicenet_params1 at 3d9c62f2; multimodel_base at eb5652f5); 'lecun'
+  # (LeCun normal) trained worse in the tiny A/B (docs/model.md,
+  # "Faithfulness to the paper and to T2T"; results/ab/t2t_switches_text.md).
+  m.init = 'orthogonal'
   # The task-token table (task_token.py): 'orthogonal' (T2T: rows of norm 1)
-  # or 'normal' (N(0, 1): rows of norm about sqrt(D)).
-  m.task_token_init = 'normal' if size == 'tiny' else 'orthogonal'
+  # or 'normal' (N(0, 1): rows of norm about sqrt(D)); a tie in the A/B.
+  m.task_token_init = 'orthogonal'
 
   # Body, as T2T's paper-time multimodel.py + slicenet.py;
   # every deviation is a switch here (README "Faithfulness").
