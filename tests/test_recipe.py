@@ -130,8 +130,8 @@ def test_the_rest_of_the_recipe_is_t2ts(size):
 # At these shapes: `paper` 0.0022, `base` 0.044, `tiny` 0.17 (its noam peak
 # 2.65e-3 against the 31-tap depthwise kernels' orthogonal RMS; the tiny A/B
 # trains better with T2T's orthogonal init than at LeCun's 0.048); the old
-# `paper` value (0.05 handed to Adam as is) 0.57, about 2 at d = 1536. The
-# bound sits between the largest shipped ratio and that bug.
+# `paper` value (0.05 handed to Adam as is) 3.1. The bound sits between the
+# largest shipped ratio and that bug.
 MAX_UPDATE_RATIO = 0.3
 # Tiny shapes for every config: the model section's switches (init, MoE or
 # not, attention, heads, projections) are kept, its widths shrunk; the

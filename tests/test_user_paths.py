@@ -116,6 +116,23 @@ def test_markdown_table_one_row_per_task():
       '| translate_en_de | token accuracy / BLEU | 0.700 / 27.2 | 0.056 / - |']
 
 
+def test_readme_quickstart_table_is_the_committed_run():
+  """The README shows results/quickstart.md's table, which the quickstart
+  run writes: rerun `bash launch/quickstart.sh` and paste it when the model,
+  the data or the defaults change."""
+  def table(path, begin=None, end=None):
+    with open(os.path.join(REPO, path)) as f:
+      text = f.read()
+    if begin:
+      text = text.split(begin, 1)[1].split(end, 1)[0]
+    return [l for l in text.splitlines() if l.startswith('|')]
+  readme = table('README.md', '<!-- quickstart:begin -->',
+                 '<!-- quickstart:end -->')
+  committed = table(os.path.join('results', 'quickstart.md'))
+  assert len(committed) == 2 + len(joint8.base.PAPER_TASKS)
+  assert readme == committed
+
+
 def test_summary_errors_name_the_problem(tmp_path):
   with pytest.raises(FileNotFoundError, match='training work directory'):
     summary.last_evaluation(str(tmp_path))
