@@ -21,6 +21,7 @@ import pytest
 from mm_jax import config as base
 import mm_jax
 from mm_jax import sharding
+from mm_jax.eval import sums as sums_lib
 from mm_jax.model import factory
 from mm_jax.model import losses
 from mm_jax.train import optim
@@ -326,6 +327,7 @@ def test_eval_step_ignores_padding_examples(ep, trained):
   assert len(compiler.compilations) == 2          # one eval compilation
   for k in sums_a:
     np.testing.assert_allclose(sums_a[k], sums_b[k], rtol=1e-5, err_msg=k)
+  assert sorted(sums_a) == sorted(sums_lib.SUMS)      # what sums.py documents
   assert float(sums_a['examples']) == 5.0
   assert float(sums_a['tokens']) == float(np.sum(real['targets'][:5] != 0))
   assert 0 <= float(sums_a['top1_correct']) <= float(sums_a['top5_correct'])
