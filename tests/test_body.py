@@ -110,14 +110,14 @@ def test_resuming_another_layout_names_the_switches():
   assert '--config.model.decoder_output_norm=False' in text
   same = {'model': dict(config.model.to_dict())}
   checkpoint.check_layout({'config': _jsonable(same)}, config.model, 'w')
-  t2t_skip = _jsonable({'model': {**config.model.to_dict(),
-                                  'image_skip_relu': (True, False, False)}})
+  always = _jsonable({'model': {**config.model.to_dict(),
+                                'image_skip_relu': (True, True, True)}})
   with pytest.raises(ValueError, match=r'model.image_skip_relu: checkpoint '
-                     r'\(True, False, False\), this config \(True, True, True\)'):
-    checkpoint.check_layout({'config': t2t_skip}, config.model, 'w')
+                     r'\(True, True, True\), this config \(True, False, False\)'):
+    checkpoint.check_layout({'config': always}, config.model, 'w')
   with pytest.raises(ValueError,
-                     match=r"--config.model.image_skip_relu='\(True,False,False\)'"):
-    checkpoint.check_layout({'config': t2t_skip}, config.model, 'w')
+                     match=r"--config.model.image_skip_relu='\(True,True,True\)'"):
+    checkpoint.check_layout({'config': always}, config.model, 'w')
 
 
 def _jsonable(value):

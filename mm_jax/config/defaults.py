@@ -194,10 +194,12 @@ def model_config(size='tiny', single_task=False):
 
   # Image modality (Xception entry flow) and categorical output (exit flow).
   m.image_entry_filters = (32, 64, 128, 256)   # then one ConvRes block to d
-  # ReLU before the 1x1 skip of each entry-flow ConvRes block. T2T's
-  # res_relu is (True, False, False) (ImageModality, utils/modality.py at
-  # 3d9c62f2); mm_jax applied it in all three.
-  m.image_skip_relu = (True, True, True)
+  # ReLU before the 1x1 skip of each entry-flow ConvRes block: T2T's
+  # res_relu (True, False, False) (ImageModality, utils/modality.py at
+  # 3d9c62f2). mm_jax applied it in all three until issue 25 (still what a
+  # checkpoint without this key is read with: body.LEGACY_LAYOUT); T2T's won
+  # the single-task ImageNet A/B (results/ab/t2t_switches_imagenet.md).
+  m.image_skip_relu = (True, False, False)
   m.num_classes = s['num_classes']
   m.class_exit_multipliers = (1.25, 2.0, 2.5)  # exit-flow widths, x d
 
