@@ -2,6 +2,7 @@
 file exists, and an ``#anchor`` into a markdown file names one of its
 headings (GitHub's slugs)."""
 
+import functools
 import glob
 import os
 import re
@@ -24,7 +25,8 @@ def slug(heading: str) -> str:
   return text.replace(' ', '-')
 
 
-def anchors(path: str) -> set:
+@functools.lru_cache(maxsize=None)
+def anchors(path: str) -> frozenset:
   with open(path) as f:
     text = FENCE.sub('', f.read())
   seen, out = {}, set()
@@ -35,7 +37,7 @@ def anchors(path: str) -> set:
       n = seen.get(s, 0)
       seen[s] = n + 1
       out.add(s if n == 0 else f'{s}-{n}')
-  return out
+  return frozenset(out)
 
 
 def links(page: str):
